@@ -1,0 +1,282 @@
+//! Avro in the Confluent wire format, behind a [`SchemaResolver`].
+//!
+//! Guarantee: the registry is called once per schema id and once per topic
+//! written, never per record (ids and parsed schemas are cached for the
+//! life of the [`Codec`]). Decoding checks the magic byte explicitly and
+//! resolves the writer's schema against the reader's (the catalogue's), so
+//! records written with an older or newer compatible schema still decode.
+
+mod resolver;
+pub mod wire;
+
+pub use resolver::{InMemoryResolver, RegistryResolver, SchemaResolver};
+
+use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::types::Value;
+use apache_avro::writer::datum::GenericDatumWriter;
+use apache_avro::Schema;
+use pushflow_schemas::{Event, Topic};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+/// Why a record could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// Fewer than 5 bytes: no room for the wire-format header.
+    #[error("record of {0} bytes is too short for the Confluent wire format (magic byte + 4-byte schema id + Avro body)")]
+    TooShort(usize),
+    /// The first byte is not 0.
+    #[error("wrong magic byte {0}: expected 0 (Confluent wire format); was this written by a JSON or string serializer?")]
+    WrongMagicByte(u8),
+    /// The registry does not know the id.
+    #[error("unknown schema id {0}: the registry has no schema with this id")]
+    UnknownSchemaId(u32),
+    /// The registry failed or refused.
+    #[error("schema registry: {message}")]
+    Registry {
+        /// What it said.
+        message: String,
+        /// Whether trying again could help (unreachable, 5xx).
+        retryable: bool,
+    },
+    /// The registry returned a schema apache-avro cannot parse.
+    #[error("schema {id} from the registry is not valid Avro: {message}")]
+    BadSchema {
+        /// The id.
+        id: u32,
+        /// Parser message.
+        message: String,
+    },
+    /// The Avro body does not match its writer schema, or cannot be
+    /// resolved to the reader's schema.
+    #[error("Avro body does not match schema {id} of {topic}: {message}")]
+    BadBody {
+        /// Topic being decoded.
+        topic: String,
+        /// Writer schema id.
+        id: u32,
+        /// apache-avro's message.
+        message: String,
+    },
+    /// The value does not match the topic's schema (encoding side).
+    #[error("value does not match the schema of {topic}: {message}")]
+    Invalid {
+        /// Topic.
+        topic: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl CodecError {
+    /// Whether retrying could help; records failing otherwise go to the DLQ.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, CodecError::Registry { retryable: true, .. })
+    }
+}
+
+struct WriterSchema {
+    schema: Arc<Schema>,
+    /// Same as the reader's: decode without resolution (fast path).
+    same_as_reader: Option<bool>,
+}
+
+/// Encodes and decodes catalogue events; cheap to share behind an `Arc`.
+pub struct Codec {
+    resolver: Arc<dyn SchemaResolver>,
+    ids: RwLock<HashMap<&'static str, u32>>,
+    schemas: RwLock<HashMap<u32, WriterSchema>>,
+}
+
+impl Codec {
+    /// A codec over `resolver`.
+    pub fn new(resolver: Arc<dyn SchemaResolver>) -> Codec {
+        Codec {
+            resolver,
+            ids: RwLock::new(HashMap::new()),
+            schemas: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// A codec over the registry at `url`.
+    pub fn for_registry(url: &str) -> Result<Codec, CodecError> {
+        Ok(Codec::new(Arc::new(RegistryResolver::new(url)?)))
+    }
+
+    /// The id of the catalogue schema of `topic` (registered on first use).
+    pub async fn schema_id(&self, topic: &'static Topic) -> Result<u32, CodecError> {
+        if let Some(id) = self.ids.read().unwrap().get(topic.name) {
+            return Ok(*id);
+        }
+        let id = self
+            .resolver
+            .register(&topic.subject(), topic.schema_text)
+            .await?;
+        self.ids.write().unwrap().insert(topic.name, id);
+        Ok(id)
+    }
+
+    /// Encodes an Avro value (already valid for the topic's schema).
+    pub async fn encode_value(&self, topic: &'static Topic, value: Value) -> Result<Vec<u8>, CodecError> {
+        let id = self.schema_id(topic).await?;
+        let invalid = |e: apache_avro::Error| CodecError::Invalid {
+            topic: topic.name.to_string(),
+            message: e.to_string(),
+        };
+        let body = GenericDatumWriter::builder(topic.schema())
+            .build()
+            .map_err(invalid)?
+            .write_value_to_vec(value)
+            .map_err(invalid)?;
+        Ok(wire::frame(id, &body))
+    }
+
+    /// Encodes a typed event.
+    pub async fn encode<E: Event>(&self, event: &E) -> Result<Vec<u8>, CodecError> {
+        let value = event.to_avro().map_err(|e| CodecError::Invalid {
+            topic: E::TOPIC.to_string(),
+            message: e.to_string(),
+        })?;
+        self.encode_value(E::topic(), value).await
+    }
+
+    async fn writer_schema(&self, id: u32) -> Result<Arc<Schema>, CodecError> {
+        if let Some(w) = self.schemas.read().unwrap().get(&id) {
+            return Ok(w.schema.clone());
+        }
+        let text = self.resolver.schema_text(id).await?;
+        let schema = Schema::parse_str(&text).map_err(|e| CodecError::BadSchema {
+            id,
+            message: e.to_string(),
+        })?;
+        let schema = Arc::new(schema);
+        self.schemas.write().unwrap().insert(
+            id,
+            WriterSchema {
+                schema: schema.clone(),
+                same_as_reader: None,
+            },
+        );
+        Ok(schema)
+    }
+
+    fn same_as_reader(&self, id: u32, writer: &Schema, reader: &Schema) -> bool {
+        if let Some(Some(same)) = self.schemas.read().unwrap().get(&id).map(|w| w.same_as_reader) {
+            return same;
+        }
+        let same = writer.canonical_form() == reader.canonical_form();
+        if let Some(w) = self.schemas.write().unwrap().get_mut(&id) {
+            w.same_as_reader = Some(same);
+        }
+        same
+    }
+
+    /// Decodes a framed record of `topic` into a value of the topic's
+    /// (reader) schema.
+    pub async fn decode_value(&self, topic: &'static Topic, bytes: &[u8]) -> Result<Value, CodecError> {
+        let (id, mut body) = wire::split(bytes)?;
+        let writer = self.writer_schema(id).await?;
+        let reader = topic.schema();
+        let bad = |e: apache_avro::Error| CodecError::BadBody {
+            topic: topic.name.to_string(),
+            id,
+            message: e.to_string(),
+        };
+        let datum = if self.same_as_reader(id, &writer, reader) {
+            GenericDatumReader::builder(&writer).build()
+        } else {
+            GenericDatumReader::builder(&writer)
+                .reader_schema(reader)
+                .build()
+        }
+        .map_err(bad)?;
+        let value = datum.read_value(&mut body).map_err(bad)?;
+        if !body.is_empty() {
+            return Err(CodecError::BadBody {
+                topic: topic.name.to_string(),
+                id,
+                message: format!("{} bytes left over after the record", body.len()),
+            });
+        }
+        Ok(value)
+    }
+
+    /// Decodes a framed record into a typed event.
+    pub async fn decode<E: Event>(&self, bytes: &[u8]) -> Result<E, CodecError> {
+        let value = self.decode_value(E::topic(), bytes).await?;
+        E::from_avro(value).map_err(|e| CodecError::BadBody {
+            topic: E::TOPIC.to_string(),
+            id: wire::split(bytes).map(|(id, _)| id).unwrap_or_default(),
+            message: e.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pushflow_schemas::NotificationDelivered;
+
+    fn delivered() -> NotificationDelivered {
+        NotificationDelivered {
+            event_id: "3e0f8f5e-58f4-4d2f-9a4c-0d1b0b9a7c11".into(),
+            occurred_at: 1_767_225_600_000,
+            store_id: "store-7".into(),
+            notification_id: "n-1".into(),
+            campaign_id: "c-1".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn round_trips_through_the_wire_format() {
+        let codec = Codec::new(Arc::new(InMemoryResolver::new()));
+        let bytes = codec.encode(&delivered()).await.unwrap();
+        assert_eq!(bytes[0], 0);
+        assert_eq!(u32::from_be_bytes(bytes[1..5].try_into().unwrap()), 1);
+        let back: NotificationDelivered = codec.decode(&bytes).await.unwrap();
+        assert_eq!(back, delivered());
+    }
+
+    #[tokio::test]
+    async fn resolves_an_older_writer_schema() {
+        // A writer schema that lacks the reader's optional field cannot be
+        // built from the catalogue alone, so use the reverse: a NEWER writer
+        // with an extra optional field the catalogue's reader ignores.
+        let resolver = Arc::new(InMemoryResolver::new());
+        let topic = NotificationDelivered::topic();
+        let mut json: serde_json::Value = serde_json::from_str(topic.schema_text).unwrap();
+        json["fields"].as_array_mut().unwrap().push(serde_json::json!(
+            {"name": "device", "type": ["null", "string"], "default": null, "doc": "new"}
+        ));
+        let newer = Schema::parse_str(&json.to_string()).unwrap();
+        resolver.insert(42, &json.to_string());
+        let mut value = delivered().to_avro().unwrap();
+        if let Value::Record(fields) = &mut value {
+            fields.push(("device".into(), Value::Union(1, Box::new(Value::String("ios".into())))));
+        }
+        let body = GenericDatumWriter::builder(&newer)
+            .build()
+            .unwrap()
+            .write_value_to_vec(value)
+            .unwrap();
+        let codec = Codec::new(resolver);
+        let back: NotificationDelivered = codec.decode(&wire::frame(42, &body)).await.unwrap();
+        assert_eq!(back, delivered());
+    }
+
+    #[tokio::test]
+    async fn refuses_bad_records_with_clear_errors() {
+        let codec = Codec::new(Arc::new(InMemoryResolver::new()));
+        let good = codec.encode(&delivered()).await.unwrap();
+        let e = codec.decode::<NotificationDelivered>(b"{\"a\":1}").await.unwrap_err();
+        assert!(e.to_string().contains("wrong magic byte 123"), "{e}");
+        let mut unknown = good.clone();
+        unknown[4] = 99;
+        let e = codec.decode::<NotificationDelivered>(&unknown).await.unwrap_err();
+        assert!(matches!(e, CodecError::UnknownSchemaId(99)), "{e}");
+        let truncated = &good[..good.len() - 3];
+        let e = codec.decode::<NotificationDelivered>(truncated).await.unwrap_err();
+        assert!(matches!(e, CodecError::BadBody { .. }), "{e}");
+        assert!(!e.is_retryable());
+    }
+}

@@ -1,0 +1,112 @@
+//! `/healthz` and `/metrics` for every long-running component, and a small
+//! helper to serve an axum router until shutdown.
+//!
+//! `/healthz` answers 200 while every registered check is healthy and 503
+//! with the failing checks otherwise; `/metrics` is Prometheus text.
+
+use axum::{http::StatusCode, response::IntoResponse, routing::get, Json, Router};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::RuntimeError;
+
+/// Health of the components of a process, shared by all of them.
+#[derive(Clone, Default)]
+pub struct Health {
+    checks: Arc<Mutex<BTreeMap<String, Result<(), String>>>>,
+}
+
+impl Health {
+    /// Marks `name` healthy.
+    pub fn ok(&self, name: &str) {
+        self.checks.lock().unwrap().insert(name.to_string(), Ok(()));
+    }
+
+    /// Marks `name` unhealthy, saying why.
+    pub fn failing(&self, name: &str, why: impl Into<String>) {
+        self.checks
+            .lock()
+            .unwrap()
+            .insert(name.to_string(), Err(why.into()));
+    }
+
+    /// Whether every check is healthy, and the per-check status.
+    pub fn report(&self) -> (bool, serde_json::Value) {
+        let checks = self.checks.lock().unwrap();
+        let healthy = checks.values().all(|c| c.is_ok());
+        let detail: serde_json::Map<String, serde_json::Value> = checks
+            .iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    Ok(()) => json!("ok"),
+                    Err(e) => json!(e),
+                };
+                (k.clone(), v)
+            })
+            .collect();
+        (healthy, json!({"status": if healthy {"ok"} else {"failing"}, "checks": detail}))
+    }
+}
+
+/// A router with `GET /healthz` and `GET /metrics`, to merge into a
+/// service's own router or to serve alone.
+pub fn admin_router(health: Health) -> Router {
+    let handle = crate::telemetry::prometheus();
+    Router::new()
+        .route(
+            "/healthz",
+            get(move || {
+                let health = health.clone();
+                async move {
+                    let (ok, body) = health.report();
+                    let code = if ok {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    };
+                    (code, Json(body))
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || async move {
+                (
+                    [("content-type", "text/plain; version=0.0.4")],
+                    handle.render(),
+                )
+                    .into_response()
+            }),
+        )
+}
+
+/// Binds `addr` (fails fast, naming it) and serves `router` until
+/// `shutdown` is cancelled, then finishes in-flight requests.
+pub async fn bind(addr: &str) -> Result<TcpListener, RuntimeError> {
+    TcpListener::bind(addr).await.map_err(|source| RuntimeError::Http {
+        addr: addr.to_string(),
+        source,
+    })
+}
+
+/// Serves `router` on `listener` until `shutdown` is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> Result<(), RuntimeError> {
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await
+    .map_err(|source| RuntimeError::Http { addr, source })
+}

@@ -1,0 +1,399 @@
+//! The consumer loop every Kafka-reading component runs.
+//!
+//! Guarantee (at least once): an offset is committed only after the
+//! handler said the record's effect is durable ([`Durable`]). A crash
+//! between the effect and the commit replays the record on restart; a
+//! shutdown (Ctrl-C / SIGTERM) finishes the batch in hand, lets the handler
+//! flush ([`Handler::close`]) and commits synchronously, so a clean stop
+//! leaves no processed-but-uncommitted record.
+//!
+//! Partition assignments and revocations reach the handler before the next
+//! batch; records of revoked partitions still in hand are dropped (their new
+//! owner reads them from the last commit). A handler that keeps its own
+//! offsets (the aggregate keeps them in Postgres) returns seek positions from
+//! [`Handler::assigned`].
+
+use async_trait::async_trait;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+use crate::RuntimeError;
+
+/// A record as the handler sees it (owned copies of key, value, headers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Key bytes.
+    pub key: Option<Vec<u8>>,
+    /// Value bytes.
+    pub payload: Option<Vec<u8>>,
+    /// Broker or producer timestamp, ms since the epoch.
+    pub timestamp_ms: Option<i64>,
+    /// Headers in order.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// A position to commit or seek to: the NEXT offset to read.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Position {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Next offset to read.
+    pub next_offset: i64,
+}
+
+/// What the handler made durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Durable {
+    /// Every record of the batch just processed.
+    All,
+    /// Up to these positions (a buffering sink's flushed files).
+    UpTo(Vec<Position>),
+    /// Nothing new.
+    Nothing,
+}
+
+/// A component's side of the loop. Only `process` is required.
+#[async_trait]
+pub trait Handler: Send {
+    /// Partitions were assigned; return positions to seek to (empty: resume
+    /// from the group's committed offsets).
+    async fn assigned(&mut self, _partitions: &[(String, i32)]) -> Result<Vec<Position>, RuntimeError> {
+        Ok(Vec::new())
+    }
+
+    /// Partitions were revoked: drop their state.
+    async fn revoked(&mut self, _partitions: &[(String, i32)]) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
+    /// Processes a batch (in offset order per partition). A retryable error
+    /// makes the loop wait and hand the same batch again; a bad record
+    /// should go to the dead-letter topic instead of failing the batch.
+    async fn process(&mut self, batch: Vec<Record>) -> Result<Durable, RuntimeError>;
+
+    /// Called about once per `tick` when idle or between batches (idle
+    /// flushes of buffering sinks).
+    async fn tick(&mut self) -> Result<Durable, RuntimeError> {
+        Ok(Durable::Nothing)
+    }
+
+    /// Shutdown: flush what can be flushed.
+    async fn close(&mut self) -> Result<Durable, RuntimeError> {
+        Ok(Durable::Nothing)
+    }
+}
+
+/// How the loop consumes.
+#[derive(Debug, Clone)]
+pub struct ConsumerSettings {
+    /// Component name (metrics label, logs).
+    pub component: String,
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// Consumer group.
+    pub group_id: String,
+    /// Topics to subscribe to.
+    pub topics: Vec<String>,
+    /// librdkafka pass-through properties.
+    pub passthrough: BTreeMap<String, String>,
+    /// Largest batch handed to the handler.
+    pub max_batch: usize,
+    /// How long to wait for a batch to fill once it has a record.
+    pub max_wait: Duration,
+    /// Interval of [`Handler::tick`].
+    pub tick: Duration,
+}
+
+impl ConsumerSettings {
+    /// Settings with defaults: batches of up to 1000 records, 50 ms wait,
+    /// 1 s tick.
+    pub fn new(component: &str, brokers: &str, group_id: &str, topics: Vec<String>) -> Self {
+        ConsumerSettings {
+            component: component.to_string(),
+            brokers: brokers.to_string(),
+            group_id: group_id.to_string(),
+            topics,
+            passthrough: BTreeMap::new(),
+            max_batch: 1000,
+            max_wait: Duration::from_millis(50),
+            tick: Duration::from_secs(1),
+        }
+    }
+}
+
+enum RebalanceEvent {
+    Assigned(Vec<(String, i32)>),
+    Revoked(Vec<(String, i32)>),
+}
+
+struct LoopContext {
+    events: mpsc::Sender<RebalanceEvent>,
+}
+
+fn list(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
+}
+
+impl ClientContext for LoopContext {}
+
+impl ConsumerContext for LoopContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let _ = self.events.send(RebalanceEvent::Revoked(list(tpl)));
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let _ = self.events.send(RebalanceEvent::Assigned(list(tpl)));
+        }
+    }
+}
+
+fn to_record<M: Message>(m: &M) -> Record {
+    let headers = m
+        .headers()
+        .map(|hs| {
+            hs.iter()
+                .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Record {
+        topic: m.topic().to_string(),
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(<[u8]>::to_vec),
+        payload: m.payload().map(<[u8]>::to_vec),
+        timestamp_ms: m.timestamp().to_millis(),
+        headers,
+    }
+}
+
+struct Loop<'a> {
+    settings: &'a ConsumerSettings,
+    consumer: StreamConsumer<LoopContext>,
+    events: mpsc::Receiver<RebalanceEvent>,
+    owned: HashMap<(String, i32), ()>,
+    /// Durable positions not yet committed.
+    pending: HashMap<(String, i32), i64>,
+}
+
+impl Loop<'_> {
+    async fn apply_events<H: Handler>(&mut self, handler: &mut H) -> Result<(), RuntimeError> {
+        while let Ok(ev) = self.events.try_recv() {
+            match ev {
+                RebalanceEvent::Assigned(parts) => {
+                    tracing::info!(component = %self.settings.component, partitions = ?parts, "partitions assigned");
+                    for p in &parts {
+                        self.owned.insert(p.clone(), ());
+                    }
+                    for pos in handler.assigned(&parts).await? {
+                        tracing::info!(topic = %pos.topic, partition = pos.partition, offset = pos.next_offset, "seeking to stored position");
+                        self.consumer.seek(
+                            &pos.topic,
+                            pos.partition,
+                            Offset::Offset(pos.next_offset),
+                            Duration::from_secs(10),
+                        )?;
+                    }
+                }
+                RebalanceEvent::Revoked(parts) => {
+                    tracing::info!(component = %self.settings.component, partitions = ?parts, "partitions revoked");
+                    for p in &parts {
+                        self.owned.remove(p);
+                        self.pending.remove(p);
+                    }
+                    handler.revoked(&parts).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn note(&mut self, durable: Durable, batch: &[Record]) {
+        let positions: Vec<Position> = match durable {
+            Durable::Nothing => return,
+            Durable::UpTo(p) => p,
+            Durable::All => {
+                let mut max: HashMap<(String, i32), i64> = HashMap::new();
+                for r in batch {
+                    let e = max.entry((r.topic.clone(), r.partition)).or_insert(r.offset);
+                    *e = (*e).max(r.offset);
+                }
+                max.into_iter()
+                    .map(|((topic, partition), o)| Position {
+                        topic,
+                        partition,
+                        next_offset: o + 1,
+                    })
+                    .collect()
+            }
+        };
+        for p in positions {
+            let key = (p.topic, p.partition);
+            if self.owned.contains_key(&key) {
+                let e = self.pending.entry(key).or_insert(p.next_offset);
+                *e = (*e).max(p.next_offset);
+            }
+        }
+    }
+
+    fn commit(&mut self, mode: CommitMode) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((t, p), o) in &self.pending {
+            if tpl.add_partition_offset(t, *p, Offset::Offset(*o)).is_err() {
+                continue;
+            }
+        }
+        match self.consumer.commit(&tpl, mode) {
+            Ok(()) => self.pending.clear(),
+            Err(e) => {
+                tracing::warn!(component = %self.settings.component, error = %e, "offset commit failed; will retry")
+            }
+        }
+    }
+
+    async fn next_batch(&mut self, shutdown: &CancellationToken) -> Option<Vec<Record>> {
+        let mut batch = Vec::new();
+        let first = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return None,
+            m = self.consumer.recv() => m,
+            _ = tokio::time::sleep(self.settings.tick) => return Some(batch),
+        };
+        match first {
+            Ok(m) => batch.push(to_record(&m)),
+            Err(e) => {
+                tracing::warn!(component = %self.settings.component, error = %e, "consume error");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                return Some(batch);
+            }
+        }
+        let deadline = Instant::now() + self.settings.max_wait;
+        while batch.len() < self.settings.max_batch {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match tokio::time::timeout(left, self.consumer.recv()).await {
+                Ok(Ok(m)) => batch.push(to_record(&m)),
+                Ok(Err(e)) => {
+                    tracing::warn!(component = %self.settings.component, error = %e, "consume error");
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        Some(batch)
+    }
+}
+
+/// Runs `handler` over `settings.topics` until `shutdown` is cancelled.
+///
+/// Returns an error only for what retrying cannot fix (a handler error that
+/// is not retryable, an invalid configuration).
+pub async fn run_consumer<H: Handler>(
+    settings: &ConsumerSettings,
+    handler: &mut H,
+    shutdown: CancellationToken,
+) -> Result<(), RuntimeError> {
+    let (tx, rx) = mpsc::channel();
+    let mut cfg = super::client_config(&settings.brokers, &BTreeMap::new());
+    cfg.set("group.id", &settings.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000");
+    for (k, v) in &settings.passthrough {
+        cfg.set(k, v);
+    }
+    let consumer: StreamConsumer<LoopContext> = cfg.create_with_context(LoopContext { events: tx })?;
+    let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    let mut lp = Loop {
+        settings,
+        consumer,
+        events: rx,
+        owned: HashMap::new(),
+        pending: HashMap::new(),
+    };
+    let component = settings.component.clone();
+    let mut last_tick = Instant::now();
+    while let Some(mut batch) = lp.next_batch(&shutdown).await {
+        lp.apply_events(handler).await?;
+        batch.retain(|r| lp.owned.contains_key(&(r.topic.clone(), r.partition)));
+        if !batch.is_empty() {
+            let started = Instant::now();
+            let n = batch.len() as u64;
+            let durable = process_with_retry(handler, &batch, &shutdown, &component).await?;
+            metrics::counter!("pushflow_records_in_total", "component" => component.clone()).increment(n);
+            metrics::histogram!("pushflow_batch_duration_seconds", "component" => component.clone())
+                .record(started.elapsed().as_secs_f64());
+            if let Some(d) = durable {
+                lp.note(d, &batch);
+            }
+        }
+        if last_tick.elapsed() >= settings.tick {
+            last_tick = Instant::now();
+            let d = handler.tick().await?;
+            lp.note(d, &[]);
+        }
+        lp.commit(CommitMode::Async);
+    }
+    lp.apply_events(handler).await?;
+    let d = handler.close().await?;
+    lp.note(d, &[]);
+    lp.commit(CommitMode::Sync);
+    tracing::info!(component = %component, "consumer stopped; offsets committed");
+    Ok(())
+}
+
+/// Hands `batch` to the handler until it succeeds, backing off on
+/// retryable errors. `None` when shutdown came first (nothing is durable).
+async fn process_with_retry<H: Handler>(
+    handler: &mut H,
+    batch: &[Record],
+    shutdown: &CancellationToken,
+    component: &str,
+) -> Result<Option<Durable>, RuntimeError> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match handler.process(batch.to_vec()).await {
+            Ok(d) => return Ok(Some(d)),
+            Err(e) if e.is_retryable() => {
+                metrics::counter!("pushflow_batch_retries_total", "component" => component.to_string()).increment(1);
+                tracing::error!(component, error = %e, backoff_ms = backoff.as_millis() as u64, "batch failed; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(None),
+                    _ = tokio::time::sleep(backoff) => {},
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! pushflow's shared runtime: what every component stands on.
+//!
+//! - [`topology`]: `topology.yaml`, checked before anything starts;
+//! - [`kafka`]: the at-least-once consumer loop, the idempotent producer,
+//!   the dead-letter writer and topic administration;
+//! - [`codec`]: Avro in the Confluent wire format, schema ids cached;
+//! - [`http`], [`telemetry`]: `/healthz`, `/metrics`, structured logs;
+//! - [`component`]: the lifecycle every component of `pushflow up` follows.
+//!
+//! Dependencies run one way: components use this crate and
+//! `pushflow-schemas`; this crate never names a component.
+
+pub mod codec;
+pub mod component;
+pub mod error;
+pub mod http;
+pub mod kafka;
+pub mod telemetry;
+pub mod topology;
+
+pub use error::RuntimeError;
+pub use tokio_util::sync::CancellationToken;

@@ -16,6 +16,7 @@ pub mod error;
 pub mod http;
 pub mod kafka;
 pub mod telemetry;
+pub mod token;
 pub mod topology;
 
 pub use error::RuntimeError;

@@ -30,6 +30,10 @@ pub fn wanted_topics(t: &Topology) -> Vec<(String, i32, i16, BTreeMap<String, St
             topic.retention.as_millis().to_string(),
         );
         cfg.insert(
+            "max.message.bytes".to_string(),
+            topic.max_message_bytes.to_string(),
+        );
+        cfg.insert(
             "cleanup.policy".to_string(),
             topic.spec.cleanup_policy.as_kafka().to_string(),
         );

@@ -7,6 +7,7 @@
 //! bad file fails before anything starts, naming the file, the entry and the
 //! field. Environment variables (`PUSHFLOW_*`) then override `services`.
 
+pub mod apply;
 mod validate;
 
 use serde::Deserialize;
@@ -182,6 +183,13 @@ pub struct TopicSpec {
     pub key: String,
     /// Schema file, relative to the topology file.
     pub schema: String,
+    /// Largest record the broker accepts (`max.message.bytes`), e.g. `1MiB`.
+    #[serde(default = "default_max_message")]
+    pub max_message_bytes: String,
+}
+
+fn default_max_message() -> String {
+    "1MiB".into()
 }
 
 fn default_partitions() -> i32 {
@@ -243,6 +251,8 @@ pub struct Topic {
     pub spec: TopicSpec,
     /// `retention` parsed.
     pub retention: Duration,
+    /// `max_message_bytes` parsed.
+    pub max_message_bytes: u64,
     /// Where the schema file is.
     pub schema_path: PathBuf,
     /// The schema file's text.

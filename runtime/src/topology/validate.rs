@@ -49,6 +49,8 @@ pub(super) fn validate(path: &Path, file: TopologyFile) -> Result<Topology, Topo
             return Err(err("replication_factor", "need at least 1".into()));
         }
         let retention = parse_duration(&spec.retention).map_err(|m| err("retention", m))?;
+        let max_message_bytes =
+            parse_size(&spec.max_message_bytes).map_err(|m| err("max_message_bytes", m))?;
         let schema_path = dir.join(&spec.schema);
         let schema_text = std::fs::read_to_string(&schema_path).map_err(|e| {
             err(
@@ -70,6 +72,7 @@ pub(super) fn validate(path: &Path, file: TopologyFile) -> Result<Topology, Topo
         topics.push(Topic {
             spec,
             retention,
+            max_message_bytes,
             schema_path,
             schema_text,
         });
@@ -165,6 +168,15 @@ mod tests {
         let e = check(&format!("{TOPIC}    retention: 7 fortnights\n")).unwrap_err();
         assert!(
             e.contains("topology.yaml: topics[0] \"campaign.launched\": field `retention`: bad duration \"7 fortnights\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_size_is_refused() {
+        let e = check(&format!("{TOPIC}    max_message_bytes: lots\n")).unwrap_err();
+        assert!(
+            e.contains("topology.yaml: topics[0] \"campaign.launched\": field `max_message_bytes`: bad size \"lots\""),
             "{e}"
         );
     }

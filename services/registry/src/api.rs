@@ -57,25 +57,41 @@ pub(crate) fn router(pool: Pool) -> Router {
         .route("/schemas/ids/{id}/versions", get(versions_of_id))
         .route("/subjects", get(list_subjects))
         .route("/subjects/{subject}", post(lookup).delete(delete_subject))
-        .route("/subjects/{subject}/versions", get(list_versions).post(register))
+        .route(
+            "/subjects/{subject}/versions",
+            get(list_versions).post(register),
+        )
         .route(
             "/subjects/{subject}/versions/{version}",
             get(get_version).delete(delete_version),
         )
-        .route("/subjects/{subject}/versions/{version}/schema", get(get_version_schema))
-        .route("/subjects/{subject}/versions/{version}/referencedby", get(referenced_by))
-        .route("/compatibility/subjects/{subject}/versions", post(compatibility_all))
+        .route(
+            "/subjects/{subject}/versions/{version}/schema",
+            get(get_version_schema),
+        )
+        .route(
+            "/subjects/{subject}/versions/{version}/referencedby",
+            get(referenced_by),
+        )
+        .route(
+            "/compatibility/subjects/{subject}/versions",
+            post(compatibility_all),
+        )
         .route(
             "/compatibility/subjects/{subject}/versions/{version}",
             post(compatibility_version),
         )
         .route(
             "/config",
-            get(get_global_config).put(put_global_config).delete(delete_global_config),
+            get(get_global_config)
+                .put(put_global_config)
+                .delete(delete_global_config),
         )
         .route(
             "/config/{subject}",
-            get(get_subject_config).put(put_subject_config).delete(delete_subject_config),
+            get(get_subject_config)
+                .put(put_subject_config)
+                .delete(delete_subject_config),
         )
         .route("/mode", get(|| async { ok(&json!({"mode": "READWRITE"})) }))
         .fallback(|| async { RegistryError::RouteNotFound })
@@ -119,14 +135,21 @@ fn ok(body: &Value) -> Response {
 }
 
 fn flag(query: &HashMap<String, String>, name: &str) -> bool {
-    query.get(name).is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    query
+        .get(name)
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
 }
 
 /// Reads a JSON body, checking the content type if there is one.
 fn read_body<T: DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> Result<T, RegistryError> {
     if let Some(value) = headers.get(CONTENT_TYPE) {
         let media = value.to_str().unwrap_or_default();
-        let media = media.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+        let media = media
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
         if !media.is_empty() && !ACCEPTED_CONTENT_TYPES.contains(&media.as_str()) {
             return Err(RegistryError::UnsupportedMediaType(media));
         }
@@ -173,9 +196,8 @@ fn parse_schema_request(headers: &HeaderMap, body: &Bytes) -> Result<ParsedSchem
 }
 
 fn parse_id(id: &str) -> Result<i32, RegistryError> {
-    id.parse::<i32>().map_err(|_| {
-        RegistryError::SchemaNotFound(id.parse::<i64>().ok())
-    })
+    id.parse::<i32>()
+        .map_err(|_| RegistryError::SchemaNotFound(id.parse::<i64>().ok()))
 }
 
 fn version_body(row: &VersionRow) -> Value {
@@ -215,7 +237,9 @@ async fn versions_of_id(State(pool): State<Pool>, Path(id): Path<String>) -> Api
 }
 
 async fn list_subjects(State(pool): State<Pool>, Query(query): Query_) -> ApiResult {
-    Ok(ok(&json!(store::subjects(&pool, flag(&query, "deleted")).await?)))
+    Ok(ok(&json!(
+        store::subjects(&pool, flag(&query, "deleted")).await?
+    )))
 }
 
 async fn register(
@@ -422,7 +446,9 @@ async fn put_subject_config(
 }
 
 async fn delete_subject_config(State(pool): State<Pool>, Path(subject): Path<String>) -> ApiResult {
-    Ok(level_body(store::delete_subject_level(&pool, &subject).await?))
+    Ok(level_body(
+        store::delete_subject_level(&pool, &subject).await?,
+    ))
 }
 
 #[cfg(test)]
@@ -456,20 +482,31 @@ mod tests {
     #[test]
     fn only_avro_without_references_is_accepted() {
         let h = headers(None);
-        let proto = Bytes::from_static(br#"{"schema": "syntax = \"proto3\";", "schemaType": "PROTOBUF"}"#);
+        let proto =
+            Bytes::from_static(br#"{"schema": "syntax = \"proto3\";", "schemaType": "PROTOBUF"}"#);
         let err = parse_schema_request(&h, &proto).unwrap_err();
         assert_eq!(err.error_code(), 42201);
         assert!(err.to_string().contains("only AVRO"), "{err}");
         let refs = Bytes::from_static(
             br#"{"schema": "\"string\"", "references": [{"name": "a", "subject": "b", "version": 1}]}"#,
         );
-        assert_eq!(parse_schema_request(&h, &refs).unwrap_err().error_code(), 42201);
-        let empty_refs = Bytes::from_static(br#"{"schema": "\"string\"", "references": [], "metadata": null}"#);
+        assert_eq!(
+            parse_schema_request(&h, &refs).unwrap_err().error_code(),
+            42201
+        );
+        let empty_refs =
+            Bytes::from_static(br#"{"schema": "\"string\"", "references": [], "metadata": null}"#);
         assert!(parse_schema_request(&h, &empty_refs).is_ok());
         let missing = Bytes::from_static(br#"{}"#);
-        assert_eq!(parse_schema_request(&h, &missing).unwrap_err().to_string(), "Empty schema");
+        assert_eq!(
+            parse_schema_request(&h, &missing).unwrap_err().to_string(),
+            "Empty schema"
+        );
         let garbage = Bytes::from_static(b"nope");
-        assert_eq!(parse_schema_request(&h, &garbage).unwrap_err().error_code(), 400);
+        assert_eq!(
+            parse_schema_request(&h, &garbage).unwrap_err().error_code(),
+            400
+        );
     }
 
     #[test]

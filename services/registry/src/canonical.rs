@@ -37,10 +37,12 @@ pub(crate) fn parse(text: &str) -> Result<ParsedSchema, RegistryError> {
     if text.trim().is_empty() {
         return Err(RegistryError::InvalidSchema("Empty schema".to_owned()));
     }
-    let schema = Schema::parse_str(text)
-        .map_err(|e| RegistryError::InvalidSchema(format!("Invalid schema {text}, details: {e}")))?;
-    let canonical = canonical_key(&schema)
-        .map_err(|e| RegistryError::InvalidSchema(format!("Invalid schema {text}, details: {e}")))?;
+    let schema = Schema::parse_str(text).map_err(|e| {
+        RegistryError::InvalidSchema(format!("Invalid schema {text}, details: {e}"))
+    })?;
+    let canonical = canonical_key(&schema).map_err(|e| {
+        RegistryError::InvalidSchema(format!("Invalid schema {text}, details: {e}"))
+    })?;
     Ok(ParsedSchema {
         text: text.to_owned(),
         schema,
@@ -50,9 +52,8 @@ pub(crate) fn parse(text: &str) -> Result<ParsedSchema, RegistryError> {
 
 /// Parses a schema the registry stored earlier (already validated once).
 pub(crate) fn parse_stored(text: &str) -> Result<Schema, RegistryError> {
-    Schema::parse_str(text).map_err(|e| {
-        RegistryError::InvalidSchema(format!("a stored schema no longer parses: {e}"))
-    })
+    Schema::parse_str(text)
+        .map_err(|e| RegistryError::InvalidSchema(format!("a stored schema no longer parses: {e}")))
 }
 
 fn canonical_key(schema: &Schema) -> Result<String, serde_json::Error> {
@@ -126,7 +127,10 @@ mod tests {
         let base = key(BASE);
         let other_default = BASE.replace(r#""default":null"#, r#""default":null,"aliases":["m"]"#);
         assert_ne!(base, key(&other_default), "aliases count");
-        let no_logical = BASE.replace(r#"{"type":"long","logicalType":"timestamp-millis"}"#, r#""long""#);
+        let no_logical = BASE.replace(
+            r#"{"type":"long","logicalType":"timestamp-millis"}"#,
+            r#""long""#,
+        );
         assert_ne!(base, key(&no_logical), "logical types count");
         let other_doc = BASE.replace(r#""doc":"d""#, r#""doc":"e""#);
         assert_ne!(base, key(&other_doc), "docs count");
@@ -152,7 +156,11 @@ mod tests {
         for topic in pushflow_schemas::CATALOGUE {
             let parsed = parse(topic.schema_text).unwrap();
             assert_eq!(parsed.text, topic.schema_text);
-            assert!(parsed.canonical.contains("timestamp-millis"), "{}", topic.name);
+            assert!(
+                parsed.canonical.contains("timestamp-millis"),
+                "{}",
+                topic.name
+            );
         }
     }
 }

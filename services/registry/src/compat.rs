@@ -14,8 +14,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-use apache_avro::schema_compatibility::{Compatibility, SchemaCompatibility};
 use apache_avro::error::CompatibilityError;
+use apache_avro::schema_compatibility::{Compatibility, SchemaCompatibility};
 use apache_avro::Schema;
 
 use crate::RegistryError;
@@ -302,7 +302,10 @@ mod tests {
         let new = schema(&format!("{ID},{X_REQUIRED}"));
         let problems = check(CompatibilityLevel::Backward, &new, &v1());
         assert!(!problems.is_empty());
-        assert!(problems[0].contains("READER_FIELD_MISSING_DEFAULT_VALUE"), "{problems:?}");
+        assert!(
+            problems[0].contains("READER_FIELD_MISSING_DEFAULT_VALUE"),
+            "{problems:?}"
+        );
         assert!(problems[0].contains("The field 'x'"), "{problems:?}");
         assert!(problems[0].contains("in the new schema"), "{problems:?}");
         assert!(problems.iter().any(|p| p == "{oldSchemaVersion: 1}"));
@@ -361,7 +364,10 @@ mod tests {
             r#"{"name":"a","type":{"type":"record","name":"A","fields":[{"name":"zip","type":"string"}]}}"#,
         );
         let problems = check(CompatibilityLevel::Backward, &new, &old);
-        assert!(problems[0].contains("The field 'zip' at path '/fields/a/fields/zip'"), "{problems:?}");
+        assert!(
+            problems[0].contains("The field 'zip' at path '/fields/a/fields/zip'"),
+            "{problems:?}"
+        );
     }
 
     #[test]
@@ -375,26 +381,33 @@ mod tests {
         let old = vec![(1, schema(enum_ab))];
         assert!(check(CompatibilityLevel::Backward, &schema(enum_abc), &old).is_empty());
         // Making an optional field required is not.
-        let old = vec![(1, schema(r#"{"name":"o","type":["null","string"],"default":null}"#))];
+        let old = vec![(
+            1,
+            schema(r#"{"name":"o","type":["null","string"],"default":null}"#),
+        )];
         let new = schema(r#"{"name":"o","type":"string"}"#);
         assert!(!check(CompatibilityLevel::Backward, &new, &old).is_empty());
     }
 
     #[test]
     fn transitive_levels_check_every_version() {
-        // v1 has x required, v2 dropped it, v3 re-adds x without default:
-        // fine against v2 under FORWARD? v2 reading v3 ignores x: yes.
-        // Under BACKWARD_TRANSITIVE, v3 reading v2 data needs x: broken,
-        // and BACKWARD alone (latest = v2) also breaks; use a case where
-        // only an older version breaks instead.
+        // v1 has x required, v2 gave it a default, v3 drops it: v2 can
+        // read v3's data (default), v1 cannot, so only the transitive
+        // level, which also checks v1, refuses v3.
         let v1 = schema(&format!("{ID},{X_REQUIRED}"));
         let v2 = schema(&format!("{ID},{X_DEFAULT}"));
         let v3 = schema(ID);
         let existing = vec![(1, v1), (2, v2)];
         assert!(check(CompatibilityLevel::Forward, &v3, &existing).is_empty());
         let problems = check(CompatibilityLevel::ForwardTransitive, &v3, &existing);
-        assert!(problems.iter().any(|p| p == "{oldSchemaVersion: 1}"), "{problems:?}");
-        assert!(!problems.iter().any(|p| p == "{oldSchemaVersion: 2}"), "{problems:?}");
+        assert!(
+            problems.iter().any(|p| p == "{oldSchemaVersion: 1}"),
+            "{problems:?}"
+        );
+        assert!(
+            !problems.iter().any(|p| p == "{oldSchemaVersion: 2}"),
+            "{problems:?}"
+        );
     }
 
     #[test]
@@ -409,9 +422,18 @@ mod tests {
 
     #[test]
     fn levels_parse_case_insensitively_and_reject_others() {
-        assert_eq!("full_transitive".parse::<CompatibilityLevel>().unwrap(), CompatibilityLevel::FullTransitive);
+        assert_eq!(
+            "full_transitive".parse::<CompatibilityLevel>().unwrap(),
+            CompatibilityLevel::FullTransitive
+        );
         assert_eq!(CompatibilityLevel::default().as_str(), "BACKWARD");
-        assert_eq!("SIDEWAYS".parse::<CompatibilityLevel>().unwrap_err().error_code(), 42203);
+        assert_eq!(
+            "SIDEWAYS"
+                .parse::<CompatibilityLevel>()
+                .unwrap_err()
+                .error_code(),
+            42203
+        );
         assert!(check(CompatibilityLevel::None, &schema(X_REQUIRED), &v1()).is_empty());
     }
 }

@@ -126,7 +126,9 @@ impl RegistryError {
     pub fn is_retryable(&self) -> bool {
         match self {
             RegistryError::Postgres(e) => postgres_is_retryable(e),
-            RegistryError::Pool(deadpool_postgres::PoolError::Backend(e)) => postgres_is_retryable(e),
+            RegistryError::Pool(deadpool_postgres::PoolError::Backend(e)) => {
+                postgres_is_retryable(e)
+            }
             RegistryError::Pool(deadpool_postgres::PoolError::Closed)
             | RegistryError::Pool(deadpool_postgres::PoolError::NoRuntimeSpecified) => false,
             RegistryError::Pool(_) => true,
@@ -181,20 +183,18 @@ fn postgres_is_retryable(e: &tokio_postgres::Error) -> bool {
     match e.code() {
         // No SQL state: an I/O or protocol failure on the connection.
         None => true,
-        Some(code) => {
-            [
-                SqlState::T_R_SERIALIZATION_FAILURE,
-                SqlState::T_R_DEADLOCK_DETECTED,
-                SqlState::TOO_MANY_CONNECTIONS,
-                SqlState::ADMIN_SHUTDOWN,
-                SqlState::CRASH_SHUTDOWN,
-                SqlState::CANNOT_CONNECT_NOW,
-                SqlState::CONNECTION_EXCEPTION,
-                SqlState::CONNECTION_FAILURE,
-                SqlState::QUERY_CANCELED,
-            ]
-            .contains(code)
-        }
+        Some(code) => [
+            SqlState::T_R_SERIALIZATION_FAILURE,
+            SqlState::T_R_DEADLOCK_DETECTED,
+            SqlState::TOO_MANY_CONNECTIONS,
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+            SqlState::CONNECTION_EXCEPTION,
+            SqlState::CONNECTION_FAILURE,
+            SqlState::QUERY_CANCELED,
+        ]
+        .contains(code),
     }
 }
 
@@ -226,7 +226,10 @@ mod tests {
         let e = RegistryError::SchemaNotFound(Some(7));
         assert_eq!(e.to_string(), "Schema 7 not found");
         let e = RegistryError::InvalidCompatibilityLevel("X".into());
-        assert_eq!((e.error_code(), e.status()), (42203, StatusCode::UNPROCESSABLE_ENTITY));
+        assert_eq!(
+            (e.error_code(), e.status()),
+            (42203, StatusCode::UNPROCESSABLE_ENTITY)
+        );
         let e = RegistryError::Incompatible {
             subject: "s".into(),
             details: vec!["a".into(), "b".into()],

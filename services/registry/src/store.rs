@@ -77,7 +77,8 @@ pub(crate) struct Registered {
     pub created: bool,
 }
 
-const SELECT_VERSION: &str = "SELECT sv.subject, sv.version, sv.deleted, s.id, s.schema_text, s.schema_type
+const SELECT_VERSION: &str =
+    "SELECT sv.subject, sv.version, sv.deleted, s.id, s.schema_text, s.schema_type
      FROM registry.subject_versions sv JOIN registry.schemas s ON s.id = sv.schema_id";
 
 async fn lock_subject(client: &impl GenericClient, subject: &str) -> Result<(), RegistryError> {
@@ -111,7 +112,9 @@ async fn live_versions(
 ) -> Result<Vec<VersionRow>, RegistryError> {
     let rows = client
         .query(
-            &format!("{SELECT_VERSION} WHERE sv.subject = $1 AND NOT sv.deleted ORDER BY sv.version"),
+            &format!(
+                "{SELECT_VERSION} WHERE sv.subject = $1 AND NOT sv.deleted ORDER BY sv.version"
+            ),
             &[&subject],
         )
         .await?;
@@ -275,7 +278,10 @@ pub(crate) async fn versions_of_id(
 }
 
 /// Subjects with at least one live version (or any version with `include_deleted`).
-pub(crate) async fn subjects(pool: &Pool, include_deleted: bool) -> Result<Vec<String>, RegistryError> {
+pub(crate) async fn subjects(
+    pool: &Pool,
+    include_deleted: bool,
+) -> Result<Vec<String>, RegistryError> {
     let client = pool.get().await?;
     let rows = client
         .query(
@@ -380,8 +386,11 @@ pub(crate) async fn delete_subject(
         if live > 0 {
             return Err(RegistryError::SubjectNotSoftDeleted(subject.to_owned()));
         }
-        tx.execute("DELETE FROM registry.subject_config WHERE subject = $1", &[&subject])
-            .await?;
+        tx.execute(
+            "DELETE FROM registry.subject_config WHERE subject = $1",
+            &[&subject],
+        )
+        .await?;
         tx.query(
             "DELETE FROM registry.subject_versions WHERE subject = $1 RETURNING version",
             &[&subject],
@@ -415,7 +424,11 @@ pub(crate) async fn delete_version(
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     lock_subject(&tx, subject).await?;
-    let (row, deleted) = find_version(&tx, subject, spec, permanent).await?;
+    // A numbered version is looked up among deleted ones too, to answer
+    // 40406 (already soft-deleted); `latest` means the latest live one
+    // unless deleting permanently.
+    let include_deleted = permanent || matches!(spec, VersionSpec::Number(_));
+    let (row, deleted) = find_version(&tx, subject, spec, include_deleted).await?;
     if permanent {
         if !deleted {
             return Err(RegistryError::VersionNotSoftDeleted {
@@ -510,7 +523,10 @@ pub(crate) async fn set_global_level(
 pub(crate) async fn delete_global_level(pool: &Pool) -> Result<CompatibilityLevel, RegistryError> {
     let client = pool.get().await?;
     let row = client
-        .query_opt("DELETE FROM registry.global_config RETURNING compatibility", &[])
+        .query_opt(
+            "DELETE FROM registry.global_config RETURNING compatibility",
+            &[],
+        )
         .await?;
     match row {
         Some(row) => row.get::<_, String>(0).parse(),
@@ -575,7 +591,11 @@ mod tests {
         assert_eq!(VersionSpec::parse("-1").unwrap(), VersionSpec::Latest);
         assert_eq!(VersionSpec::parse("3").unwrap(), VersionSpec::Number(3));
         for bad in ["0", "-2", "abc", "2147483648", ""] {
-            assert_eq!(VersionSpec::parse(bad).unwrap_err().error_code(), 42202, "{bad}");
+            assert_eq!(
+                VersionSpec::parse(bad).unwrap_err().error_code(),
+                42202,
+                "{bad}"
+            );
         }
     }
 }

@@ -1,0 +1,77 @@
+//! The component registry: the one place that maps the `type:` strings of
+//! `topology.yaml` to components. A new component adds one entry here.
+
+mod registry;
+
+use pushflow_runtime::component::Component;
+use pushflow_runtime::topology::{ComponentSpec, Topology, TopologyError};
+
+/// Checks a component's entry without I/O and returns it ready to run, or
+/// says what is wrong as (field, message).
+type Validate = fn(&ComponentSpec, &Topology) -> Result<Box<dyn Component>, (String, String)>;
+
+/// One component type.
+pub struct Kind {
+    /// The `type:` string.
+    pub name: &'static str,
+    /// Pure validation and construction.
+    pub validate: Validate,
+}
+
+/// Every component type pushflow knows.
+pub fn kinds() -> Vec<Kind> {
+    vec![Kind {
+        name: "registry",
+        validate: registry::validate,
+    }]
+}
+
+/// A validated component with its entry.
+pub struct Validated {
+    /// Its entry in the topology.
+    pub spec: ComponentSpec,
+    /// The component, ready to run.
+    pub component: Box<dyn Component>,
+}
+
+/// Validates every component of `t` (no I/O), in file order.
+pub fn validate_all(t: &Topology) -> Result<Vec<Validated>, TopologyError> {
+    let kinds = kinds();
+    t.components
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| {
+            let entry = format!("components[{i}] {:?}", spec.name);
+            let Some(kind) = kinds.iter().find(|k| k.name == spec.kind) else {
+                let known: Vec<&str> = kinds.iter().map(|k| k.name).collect();
+                return Err(TopologyError::field(
+                    &t.path,
+                    entry,
+                    "type",
+                    format!(
+                        "unknown component type {:?}; known types: {}",
+                        spec.kind,
+                        known.join(", ")
+                    ),
+                ));
+            };
+            let component = (kind.validate)(spec, t)
+                .map_err(|(field, msg)| TopologyError::field(&t.path, entry, &field, msg))?;
+            Ok(Validated {
+                spec: spec.clone(),
+                component,
+            })
+        })
+        .collect()
+}
+
+/// Parses a component's `settings:` into its config struct (which denies
+/// unknown fields), mapping serde's message to (field, message).
+pub fn settings<T: serde::de::DeserializeOwned + Default>(
+    spec: &ComponentSpec,
+) -> Result<T, (String, String)> {
+    if spec.settings.is_null() {
+        return Ok(T::default());
+    }
+    serde_yaml::from_value(spec.settings.clone()).map_err(|e| ("settings".to_string(), e.to_string()))
+}

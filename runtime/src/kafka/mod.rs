@@ -5,6 +5,7 @@ pub mod admin;
 pub mod consumer;
 pub mod dlq;
 pub mod producer;
+pub mod rate;
 
 use rdkafka::ClientConfig;
 use std::collections::BTreeMap;

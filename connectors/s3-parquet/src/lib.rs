@@ -1,0 +1,1 @@
+//! The exactly-once Parquet sink of the audit lake (being written).

@@ -1,0 +1,1 @@
+//! Exact windowed impressions and clicks into Postgres, and the billing view (being written).

@@ -1,0 +1,1 @@
+//! From a launched campaign to encrypted web pushes (being written).

@@ -1,0 +1,1 @@
+//! The HTTP front door: internal events and service-worker pings (being written).

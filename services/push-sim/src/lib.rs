@@ -1,0 +1,1 @@
+//! A local push service that verifies VAPID and decrypts aes128gcm (being written).

@@ -47,7 +47,10 @@ impl Health {
                 (k.clone(), v)
             })
             .collect();
-        (healthy, json!({"status": if healthy {"ok"} else {"failing"}, "checks": detail}))
+        (
+            healthy,
+            json!({"status": if healthy {"ok"} else {"failing"}, "checks": detail}),
+        )
     }
 }
 
@@ -86,10 +89,12 @@ pub fn admin_router(health: Health) -> Router {
 /// Binds `addr` (fails fast, naming it) and serves `router` until
 /// `shutdown` is cancelled, then finishes in-flight requests.
 pub async fn bind(addr: &str) -> Result<TcpListener, RuntimeError> {
-    TcpListener::bind(addr).await.map_err(|source| RuntimeError::Http {
-        addr: addr.to_string(),
-        source,
-    })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| RuntimeError::Http {
+            addr: addr.to_string(),
+            source,
+        })
 }
 
 /// Serves `router` on `listener` until `shutdown` is cancelled.

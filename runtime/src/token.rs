@@ -97,7 +97,9 @@ impl PingKeys {
                 .split_once(':')
                 .ok_or_else(|| format!("ping key {part:?} is not kid:secret"))?;
             if kid.is_empty() || kid.contains('.') {
-                return Err(format!("ping key id {kid:?} must be non-empty and contain no '.'"));
+                return Err(format!(
+                    "ping key id {kid:?} must be non-empty and contain no '.'"
+                ));
             }
             if secret.len() < 16 {
                 return Err(format!("ping key {kid:?} is shorter than 16 bytes"));
@@ -139,9 +141,13 @@ impl PingKeys {
     /// Verifies `token` at time `now` (Unix seconds).
     pub fn verify(&self, token: &str, now: i64) -> Result<PingClaims, TokenError> {
         let mut parts = token.split('.');
-        let (Some("v1"), Some(kid), Some(body), Some(sig), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (Some("v1"), Some(kid), Some(body), Some(sig), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
             return Err(TokenError::Malformed);
         };
         let sig = B64.decode(sig).map_err(|_| TokenError::Malformed)?;
@@ -149,7 +155,8 @@ impl PingKeys {
             .mac(kid)
             .ok_or_else(|| TokenError::UnknownKey(kid.to_string()))?;
         mac.update(format!("v1.{kid}.{body}").as_bytes());
-        mac.verify_slice(&sig).map_err(|_| TokenError::BadSignature)?;
+        mac.verify_slice(&sig)
+            .map_err(|_| TokenError::BadSignature)?;
         let claims: PingClaims = B64
             .decode(body)
             .ok()
@@ -188,7 +195,10 @@ mod tests {
     fn old_keys_still_verify_after_rotation() {
         let old = PingKeys::parse("k1:0123456789abcdef-old").unwrap();
         let rotated = PingKeys::parse("k2:0123456789abcdef-new,k1:0123456789abcdef-old").unwrap();
-        assert_eq!(rotated.verify(&old.mint(&claims()), 1_000).unwrap(), claims());
+        assert_eq!(
+            rotated.verify(&old.mint(&claims()), 1_000).unwrap(),
+            claims()
+        );
     }
 
     #[test]
@@ -196,7 +206,10 @@ mod tests {
         let keys = PingKeys::parse("k1:0123456789abcdef-old").unwrap();
         let other = PingKeys::parse("k1:another-secret-of-16b").unwrap();
         let t = keys.mint(&claims());
-        assert_eq!(keys.verify(&other.mint(&claims()), 1_000), Err(TokenError::BadSignature));
+        assert_eq!(
+            keys.verify(&other.mint(&claims()), 1_000),
+            Err(TokenError::BadSignature)
+        );
         let mut forged_claims = claims();
         forged_claims.store_id = "victim".into();
         let forged_body = B64.encode(serde_json::to_vec(&forged_claims).unwrap());
@@ -204,10 +217,18 @@ mod tests {
         let tampered = format!("v1.k1.{forged_body}.{}", parts[3]);
         assert_eq!(keys.verify(&tampered, 1_000), Err(TokenError::BadSignature));
         assert_eq!(keys.verify(&t, 2_001), Err(TokenError::Expired));
-        let unknown = PingKeys::parse("k9:0123456789abcdef-old").unwrap().mint(&claims());
-        assert_eq!(keys.verify(&unknown, 1_000), Err(TokenError::UnknownKey("k9".into())));
+        let unknown = PingKeys::parse("k9:0123456789abcdef-old")
+            .unwrap()
+            .mint(&claims());
+        assert_eq!(
+            keys.verify(&unknown, 1_000),
+            Err(TokenError::UnknownKey("k9".into()))
+        );
         assert_eq!(keys.verify("garbage", 1_000), Err(TokenError::Malformed));
-        assert_eq!(keys.verify("v1.k1.x.y.z", 1_000), Err(TokenError::Malformed));
+        assert_eq!(
+            keys.verify("v1.k1.x.y.z", 1_000),
+            Err(TokenError::Malformed)
+        );
     }
 
     #[test]

@@ -198,7 +198,11 @@ pub struct NotificationDispatched {
     pub campaign_id: String,
     pub subscriber_id: String,
 }
-event!(NotificationDispatched, "notification.dispatched", notification_id);
+event!(
+    NotificationDispatched,
+    "notification.dispatched",
+    notification_id
+);
 
 /// `notification.failed`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -227,7 +231,11 @@ pub struct NotificationDelivered {
     pub notification_id: String,
     pub campaign_id: String,
 }
-event!(NotificationDelivered, "notification.delivered", notification_id);
+event!(
+    NotificationDelivered,
+    "notification.delivered",
+    notification_id
+);
 
 /// `notification.clicked`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -24,7 +24,10 @@ pub fn postgres_server() -> String {
 
 /// `prefix` followed by a random suffix, e.g. for topic or group names.
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{:012x}", rand::rng().random::<u64>() & 0xffff_ffff_ffff)
+    format!(
+        "{prefix}-{:012x}",
+        rand::rng().random::<u64>() & 0xffff_ffff_ffff
+    )
 }
 
 /// A fresh (not yet created) database URL: (name, url). Components create
@@ -60,7 +63,11 @@ pub async fn create_topics(topics: &[(&str, i32)]) {
         .map(|(n, p)| NewTopic::new(n, *p, TopicReplication::Fixed(1)))
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    for r in admin.create_topics(&new, &opts).await.expect("create topics") {
+    for r in admin
+        .create_topics(&new, &opts)
+        .await
+        .expect("create topics")
+    {
         if let Err((name, code)) = r {
             assert_eq!(
                 code,
@@ -93,7 +100,8 @@ pub fn topology_with(
     database_url: &str,
 ) -> pushflow_runtime::topology::Topology {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../topology.yaml");
-    let mut t = pushflow_runtime::topology::Topology::load(&path).expect("repository topology loads");
+    let mut t =
+        pushflow_runtime::topology::Topology::load(&path).expect("repository topology loads");
     t.services.brokers = brokers.into();
     t.services.registry_url = registry_url.into();
     t.services.database_url = database_url.into();

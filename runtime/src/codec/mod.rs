@@ -71,7 +71,13 @@ pub enum CodecError {
 impl CodecError {
     /// Whether retrying could help; records failing otherwise go to the DLQ.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, CodecError::Registry { retryable: true, .. })
+        matches!(
+            self,
+            CodecError::Registry {
+                retryable: true,
+                ..
+            }
+        )
     }
 }
 
@@ -117,7 +123,11 @@ impl Codec {
     }
 
     /// Encodes an Avro value (already valid for the topic's schema).
-    pub async fn encode_value(&self, topic: &'static Topic, value: Value) -> Result<Vec<u8>, CodecError> {
+    pub async fn encode_value(
+        &self,
+        topic: &'static Topic,
+        value: Value,
+    ) -> Result<Vec<u8>, CodecError> {
         let id = self.schema_id(topic).await?;
         let invalid = |e: apache_avro::Error| CodecError::Invalid {
             topic: topic.name.to_string(),
@@ -161,7 +171,13 @@ impl Codec {
     }
 
     fn same_as_reader(&self, id: u32, writer: &Schema, reader: &Schema) -> bool {
-        if let Some(Some(same)) = self.schemas.read().unwrap().get(&id).map(|w| w.same_as_reader) {
+        if let Some(Some(same)) = self
+            .schemas
+            .read()
+            .unwrap()
+            .get(&id)
+            .map(|w| w.same_as_reader)
+        {
             return same;
         }
         let same = writer.canonical_form() == reader.canonical_form();
@@ -173,7 +189,11 @@ impl Codec {
 
     /// Decodes a framed record of `topic` into a value of the topic's
     /// (reader) schema.
-    pub async fn decode_value(&self, topic: &'static Topic, bytes: &[u8]) -> Result<Value, CodecError> {
+    pub async fn decode_value(
+        &self,
+        topic: &'static Topic,
+        bytes: &[u8],
+    ) -> Result<Value, CodecError> {
         let (id, mut body) = wire::split(bytes)?;
         let writer = self.writer_schema(id).await?;
         let reader = topic.schema();
@@ -245,14 +265,20 @@ mod tests {
         let resolver = Arc::new(InMemoryResolver::new());
         let topic = NotificationDelivered::topic();
         let mut json: serde_json::Value = serde_json::from_str(topic.schema_text).unwrap();
-        json["fields"].as_array_mut().unwrap().push(serde_json::json!(
-            {"name": "device", "type": ["null", "string"], "default": null, "doc": "new"}
-        ));
+        json["fields"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!(
+                {"name": "device", "type": ["null", "string"], "default": null, "doc": "new"}
+            ));
         let newer = Schema::parse_str(&json.to_string()).unwrap();
         resolver.insert(42, &json.to_string());
         let mut value = delivered().to_avro().unwrap();
         if let Value::Record(fields) = &mut value {
-            fields.push(("device".into(), Value::Union(1, Box::new(Value::String("ios".into())))));
+            fields.push((
+                "device".into(),
+                Value::Union(1, Box::new(Value::String("ios".into()))),
+            ));
         }
         let body = GenericDatumWriter::builder(&newer)
             .build()
@@ -268,14 +294,23 @@ mod tests {
     async fn refuses_bad_records_with_clear_errors() {
         let codec = Codec::new(Arc::new(InMemoryResolver::new()));
         let good = codec.encode(&delivered()).await.unwrap();
-        let e = codec.decode::<NotificationDelivered>(b"{\"a\":1}").await.unwrap_err();
+        let e = codec
+            .decode::<NotificationDelivered>(b"{\"a\":1}")
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("wrong magic byte 123"), "{e}");
         let mut unknown = good.clone();
         unknown[4] = 99;
-        let e = codec.decode::<NotificationDelivered>(&unknown).await.unwrap_err();
+        let e = codec
+            .decode::<NotificationDelivered>(&unknown)
+            .await
+            .unwrap_err();
         assert!(matches!(e, CodecError::UnknownSchemaId(99)), "{e}");
         let truncated = &good[..good.len() - 3];
-        let e = codec.decode::<NotificationDelivered>(truncated).await.unwrap_err();
+        let e = codec
+            .decode::<NotificationDelivered>(truncated)
+            .await
+            .unwrap_err();
         assert!(matches!(e, CodecError::BadBody { .. }), "{e}");
         assert!(!e.is_retryable());
     }

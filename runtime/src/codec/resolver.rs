@@ -47,7 +47,10 @@ fn registry_error(e: SRCError, id: Option<u32>) -> CodecError {
     let text = e.to_string();
     // The registry answered 404 / error code 40403: the id does not exist.
     if let Some(id) = id {
-        if text.contains("40403") || text.contains("404") || text.to_lowercase().contains("not found") {
+        if text.contains("40403")
+            || text.contains("404")
+            || text.to_lowercase().contains("not found")
+        {
             return CodecError::UnknownSchemaId(id);
         }
     }

@@ -39,7 +39,13 @@ mod tests {
     #[test]
     fn refuses_bad_frames() {
         assert!(matches!(split(&[0, 0, 1]), Err(CodecError::TooShort(3))));
-        assert!(matches!(split(&[1, 0, 0, 0, 1, 9]), Err(CodecError::WrongMagicByte(1))));
-        assert!(matches!(split(b"{\"json\":1}"), Err(CodecError::WrongMagicByte(b'{'))));
+        assert!(matches!(
+            split(&[1, 0, 0, 0, 1, 9]),
+            Err(CodecError::WrongMagicByte(1))
+        ));
+        assert!(matches!(
+            split(b"{\"json\":1}"),
+            Err(CodecError::WrongMagicByte(b'{'))
+        ));
     }
 }

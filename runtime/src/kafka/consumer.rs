@@ -72,7 +72,10 @@ pub enum Durable {
 pub trait Handler: Send {
     /// Partitions were assigned; return positions to seek to (empty: resume
     /// from the group's committed offsets).
-    async fn assigned(&mut self, _partitions: &[(String, i32)]) -> Result<Vec<Position>, RuntimeError> {
+    async fn assigned(
+        &mut self,
+        _partitions: &[(String, i32)],
+    ) -> Result<Vec<Position>, RuntimeError> {
         Ok(Vec::new())
     }
 
@@ -236,7 +239,9 @@ impl Loop<'_> {
             Durable::All => {
                 let mut max: HashMap<(String, i32), i64> = HashMap::new();
                 for r in batch {
-                    let e = max.entry((r.topic.clone(), r.partition)).or_insert(r.offset);
+                    let e = max
+                        .entry((r.topic.clone(), r.partition))
+                        .or_insert(r.offset);
                     *e = (*e).max(r.offset);
                 }
                 max.into_iter()
@@ -331,7 +336,8 @@ pub async fn run_consumer<H: Handler>(
     for (k, v) in &settings.passthrough {
         cfg.set(k, v);
     }
-    let consumer: StreamConsumer<LoopContext> = cfg.create_with_context(LoopContext { events: tx })?;
+    let consumer: StreamConsumer<LoopContext> =
+        cfg.create_with_context(LoopContext { events: tx })?;
     let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     let mut lp = Loop {
@@ -350,7 +356,8 @@ pub async fn run_consumer<H: Handler>(
             let started = Instant::now();
             let n = batch.len() as u64;
             let durable = process_with_retry(handler, &batch, &shutdown, &component).await?;
-            metrics::counter!("pushflow_records_in_total", "component" => component.clone()).increment(n);
+            metrics::counter!("pushflow_records_in_total", "component" => component.clone())
+                .increment(n);
             metrics::histogram!("pushflow_batch_duration_seconds", "component" => component.clone())
                 .record(started.elapsed().as_secs_f64());
             if let Some(d) = durable {

@@ -42,7 +42,9 @@ pub struct ApplyReport {
 impl ApplyReport {
     /// Whether anything was created or registered.
     pub fn changed(&self) -> bool {
-        self.topics.iter().any(|t| matches!(t, TopicChange::Created(_)))
+        self.topics
+            .iter()
+            .any(|t| matches!(t, TopicChange::Created(_)))
             || self
                 .schemas
                 .iter()
@@ -140,14 +142,25 @@ pub async fn apply(t: &Topology) -> Result<ApplyReport, RuntimeError> {
     let mut schemas = Vec::new();
     for topic in &t.topics {
         let subject = pushflow_schemas::catalogue::value_subject(&topic.spec.name);
-        schemas.push(ensure_schema(&http, &t.services.registry_url, &subject, &topic.schema_text).await?);
+        schemas.push(
+            ensure_schema(
+                &http,
+                &t.services.registry_url,
+                &subject,
+                &topic.schema_text,
+            )
+            .await?,
+        );
     }
     Ok(ApplyReport { topics, schemas })
 }
 
 /// [`apply`], retried while the broker or registry is still starting
 /// (retryable errors), for at most `patience`.
-pub async fn apply_patiently(t: &Topology, patience: Duration) -> Result<ApplyReport, RuntimeError> {
+pub async fn apply_patiently(
+    t: &Topology,
+    patience: Duration,
+) -> Result<ApplyReport, RuntimeError> {
     let deadline = tokio::time::Instant::now() + patience;
     loop {
         match apply(t).await {

@@ -228,7 +228,9 @@ pub struct ComponentSpec {
 impl ComponentSpec {
     /// The consumer group this component uses.
     pub fn group_id(&self) -> String {
-        self.group.clone().unwrap_or_else(|| format!("pushflow-{}", self.name))
+        self.group
+            .clone()
+            .unwrap_or_else(|| format!("pushflow-{}", self.name))
     }
 }
 

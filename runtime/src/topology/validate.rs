@@ -18,7 +18,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     s.trim()
         .parse::<bytesize::ByteSize>()
         .map(|b| b.as_u64())
-        .map_err(|e| format!("bad size {s:?} ({e}): write a number and a unit, such as 512KiB, 128MiB or 1GB"))
+        .map_err(|e| {
+            format!(
+                "bad size {s:?} ({e}): write a number and a unit, such as 512KiB, 128MiB or 1GB"
+            )
+        })
 }
 
 fn valid_topic_name(name: &str) -> bool {
@@ -37,13 +41,25 @@ pub(super) fn validate(path: &Path, file: TopologyFile) -> Result<Topology, Topo
         let entry = format!("topics[{i}] {:?}", spec.name);
         let err = |field: &str, msg: String| TopologyError::field(path, entry.clone(), field, msg);
         if !valid_topic_name(&spec.name) {
-            return Err(err("name", "a topic name is 1 to 249 of [a-zA-Z0-9._-]".into()));
+            return Err(err(
+                "name",
+                "a topic name is 1 to 249 of [a-zA-Z0-9._-]".into(),
+            ));
         }
         if !seen.insert(spec.name.clone()) {
-            return Err(err("name", format!("duplicate topic name {:?}: each topic is declared once", spec.name)));
+            return Err(err(
+                "name",
+                format!(
+                    "duplicate topic name {:?}: each topic is declared once",
+                    spec.name
+                ),
+            ));
         }
         if spec.partitions < 1 {
-            return Err(err("partitions", format!("{} partitions: need at least 1", spec.partitions)));
+            return Err(err(
+                "partitions",
+                format!("{} partitions: need at least 1", spec.partitions),
+            ));
         }
         if spec.replication_factor < 1 {
             return Err(err("replication_factor", "need at least 1".into()));
@@ -55,13 +71,23 @@ pub(super) fn validate(path: &Path, file: TopologyFile) -> Result<Topology, Topo
         let schema_text = std::fs::read_to_string(&schema_path).map_err(|e| {
             err(
                 "schema",
-                format!("schema file {} cannot be read ({e}); paths are relative to the topology file", schema_path.display()),
+                format!(
+                    "schema file {} cannot be read ({e}); paths are relative to the topology file",
+                    schema_path.display()
+                ),
             )
         })?;
-        let schema = apache_avro::Schema::parse_str(&schema_text)
-            .map_err(|e| err("schema", format!("{} is not a valid Avro schema: {e}", schema_path.display())))?;
+        let schema = apache_avro::Schema::parse_str(&schema_text).map_err(|e| {
+            err(
+                "schema",
+                format!("{} is not a valid Avro schema: {e}", schema_path.display()),
+            )
+        })?;
         let apache_avro::Schema::Record(rec) = &schema else {
-            return Err(err("schema", format!("{} must be an Avro record", schema_path.display())));
+            return Err(err(
+                "schema",
+                format!("{} must be an Avro record", schema_path.display()),
+            ));
         };
         if !rec.fields.iter().any(|f| f.name == spec.key) {
             return Err(err(
@@ -80,7 +106,12 @@ pub(super) fn validate(path: &Path, file: TopologyFile) -> Result<Topology, Topo
 
     let declared: HashSet<String> = topics
         .iter()
-        .flat_map(|t| [t.spec.name.clone(), pushflow_schemas::catalogue::dlq_topic(&t.spec.name)])
+        .flat_map(|t| {
+            [
+                t.spec.name.clone(),
+                pushflow_schemas::catalogue::dlq_topic(&t.spec.name),
+            ]
+        })
         .collect();
     let mut names = HashSet::new();
     for (i, c) in file.components.iter().enumerate() {
@@ -90,13 +121,21 @@ pub(super) fn validate(path: &Path, file: TopologyFile) -> Result<Topology, Topo
             return Err(err("name", "a component needs a name".into()));
         }
         if !names.insert(c.name.clone()) {
-            return Err(err("name", format!("duplicate component name {:?}: names must be unique", c.name)));
+            return Err(err(
+                "name",
+                format!(
+                    "duplicate component name {:?}: names must be unique",
+                    c.name
+                ),
+            ));
         }
         for (field, list) in [("inputs", &c.inputs), ("outputs", &c.outputs)] {
             if let Some(t) = list.iter().find(|t| !declared.contains(*t)) {
                 return Err(err(
                     field,
-                    format!("topic {t:?} is not declared under `topics:`; declare it or fix the name"),
+                    format!(
+                        "topic {t:?} is not declared under `topics:`; declare it or fix the name"
+                    ),
                 ));
             }
         }
@@ -139,19 +178,29 @@ mod tests {
 
     #[test]
     fn durations_and_sizes() {
-        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86400));
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86400)
+        );
         assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
-        assert!(parse_duration("7x").unwrap_err().contains("bad duration \"7x\""));
+        assert!(parse_duration("7x")
+            .unwrap_err()
+            .contains("bad duration \"7x\""));
         assert_eq!(parse_size("128MiB").unwrap(), 128 * 1024 * 1024);
         assert_eq!(parse_size("1000").unwrap(), 1000);
-        assert!(parse_size("12 parsecs").unwrap_err().contains("bad size \"12 parsecs\""));
+        assert!(parse_size("12 parsecs")
+            .unwrap_err()
+            .contains("bad size \"12 parsecs\""));
     }
 
     #[test]
     fn misspelled_key_is_refused() {
         let e = check(&format!("{TOPIC}    partitons: 3\n")).unwrap_err();
         assert!(e.contains("topology.yaml: "), "{e}");
-        assert!(e.contains("topics[0]: unknown field `partitons`, expected one of"), "{e}");
+        assert!(
+            e.contains("topics[0]: unknown field `partitons`, expected one of"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -185,8 +234,9 @@ mod tests {
     fn missing_schema_file_is_refused() {
         let e = check("topics:\n  - name: campaign.launched\n    key: campaign_id\n    schema: schemas/nope.avsc\n").unwrap_err();
         assert!(
-            e.contains("topology.yaml: topics[0] \"campaign.launched\": field `schema`: schema file ")
-                && e.contains("schemas/nope.avsc cannot be read"),
+            e.contains(
+                "topology.yaml: topics[0] \"campaign.launched\": field `schema`: schema file "
+            ) && e.contains("schemas/nope.avsc cannot be read"),
             "{e}"
         );
     }
@@ -194,7 +244,10 @@ mod tests {
     #[test]
     fn key_must_be_a_field() {
         let e = check("topics:\n  - name: campaign.launched\n    key: campaign\n    schema: schemas/campaign.launched.avsc\n").unwrap_err();
-        assert!(e.contains("field `key`: \"campaign\" is not a field of"), "{e}");
+        assert!(
+            e.contains("field `key`: \"campaign\" is not a field of"),
+            "{e}"
+        );
     }
 
     #[test]

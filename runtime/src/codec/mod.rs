@@ -92,6 +92,10 @@ pub struct Codec {
     resolver: Arc<dyn SchemaResolver>,
     ids: RwLock<HashMap<&'static str, u32>>,
     schemas: RwLock<HashMap<u32, WriterSchema>>,
+    /// Readers and writers over the catalogue's (static) schemas, built
+    /// once per topic: building one walks the whole schema.
+    readers: RwLock<HashMap<&'static str, Arc<GenericDatumReader<'static>>>>,
+    writers: RwLock<HashMap<&'static str, Arc<GenericDatumWriter<'static>>>>,
 }
 
 impl Codec {
@@ -101,7 +105,22 @@ impl Codec {
             resolver,
             ids: RwLock::new(HashMap::new()),
             schemas: RwLock::new(HashMap::new()),
+            readers: RwLock::new(HashMap::new()),
+            writers: RwLock::new(HashMap::new()),
         }
+    }
+
+    fn cached<T>(
+        map: &RwLock<HashMap<&'static str, Arc<T>>>,
+        topic: &'static Topic,
+        build: impl FnOnce() -> Result<T, apache_avro::Error>,
+    ) -> Result<Arc<T>, apache_avro::Error> {
+        if let Some(x) = map.read().unwrap().get(topic.name) {
+            return Ok(x.clone());
+        }
+        let x = Arc::new(build()?);
+        map.write().unwrap().insert(topic.name, x.clone());
+        Ok(x)
     }
 
     /// A codec over the registry at `url`.
@@ -133,11 +152,11 @@ impl Codec {
             topic: topic.name.to_string(),
             message: e.to_string(),
         };
-        let body = GenericDatumWriter::builder(topic.schema())
-            .build()
-            .map_err(invalid)?
-            .write_value_to_vec(value)
-            .map_err(invalid)?;
+        let writer = Self::cached(&self.writers, topic, || {
+            GenericDatumWriter::builder(topic.schema()).build()
+        })
+        .map_err(invalid)?;
+        let body = writer.write_value_to_vec(value).map_err(invalid)?;
         Ok(wire::frame(id, &body))
     }
 
@@ -202,15 +221,23 @@ impl Codec {
             id,
             message: e.to_string(),
         };
-        let datum = if self.same_as_reader(id, &writer, reader) {
-            GenericDatumReader::builder(&writer).build()
+        let value = if self.same_as_reader(id, &writer, reader) {
+            // The writer's schema is the catalogue's: decode with the
+            // reader built once for the topic, no resolution needed.
+            Self::cached(&self.readers, topic, || {
+                GenericDatumReader::builder(reader).build()
+            })
+            .map_err(bad)?
+            .read_value(&mut body)
+            .map_err(bad)?
         } else {
             GenericDatumReader::builder(&writer)
                 .reader_schema(reader)
                 .build()
-        }
-        .map_err(bad)?;
-        let value = datum.read_value(&mut body).map_err(bad)?;
+                .map_err(bad)?
+                .read_value(&mut body)
+                .map_err(bad)?
+        };
         if !body.is_empty() {
             return Err(CodecError::BadBody {
                 topic: topic.name.to_string(),

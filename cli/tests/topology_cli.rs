@@ -11,7 +11,10 @@ fn repo() -> PathBuf {
 /// Writes `yaml` beside the repository's schemas (so schema paths resolve)
 /// and runs `pushflow topology check --file` on it: (exit code, stderr, file).
 fn check(yaml: &str) -> (i32, String, String) {
-    let name = format!("test-topology-{}.yaml", std::process::id() as u64 * 1000 + rand_suffix());
+    let name = format!(
+        "test-topology-{}.yaml",
+        std::process::id() as u64 * 1000 + rand_suffix()
+    );
     let path = repo().join(&name);
     std::fs::write(&path, yaml).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_pushflow"))
@@ -49,14 +52,20 @@ fn the_repository_topology_passes() {
         .args(["topology", "check"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.starts_with("topology.yaml: ok ("), "{stdout}");
 }
 
 #[test]
 fn unknown_component_type() {
-    let (code, stderr, _) = check(&format!("{TOPICS}components:\n  - name: agg\n    type: agregate\n"));
+    let (code, stderr, _) = check(&format!(
+        "{TOPICS}components:\n  - name: agg\n    type: agregate\n"
+    ));
     assert_eq!(code, 2);
     assert!(
         stderr.contains(": components[0] \"agg\": field `type`: unknown component type \"agregate\"; known types: registry"),
@@ -100,13 +109,17 @@ fn bad_duration_and_size() {
     let (code, stderr, _) = check(&format!("{TOPICS}    retention: 3 weeks-ish\n"));
     assert_eq!(code, 2);
     assert!(
-        stderr.contains(": topics[0] \"campaign.launched\": field `retention`: bad duration \"3 weeks-ish\""),
+        stderr.contains(
+            ": topics[0] \"campaign.launched\": field `retention`: bad duration \"3 weeks-ish\""
+        ),
         "{stderr}"
     );
     let (code, stderr, _) = check(&format!("{TOPICS}    max_message_bytes: huge\n"));
     assert_eq!(code, 2);
     assert!(
-        stderr.contains(": topics[0] \"campaign.launched\": field `max_message_bytes`: bad size \"huge\""),
+        stderr.contains(
+            ": topics[0] \"campaign.launched\": field `max_message_bytes`: bad size \"huge\""
+        ),
         "{stderr}"
     );
 }
@@ -115,11 +128,21 @@ fn bad_duration_and_size() {
 fn misspelled_keys() {
     let (code, stderr, _) = check(&format!("{TOPICS}    partitons: 3\n"));
     assert_eq!(code, 2);
-    assert!(stderr.contains("topics[0]: unknown field `partitons`, expected one of"), "{stderr}");
-    let (code, stderr, _) = check(&format!("{TOPICS}components:\n  - name: r\n    tpye: registry\n"));
+    assert!(
+        stderr.contains("topics[0]: unknown field `partitons`, expected one of"),
+        "{stderr}"
+    );
+    let (code, stderr, _) = check(&format!(
+        "{TOPICS}components:\n  - name: r\n    tpye: registry\n"
+    ));
     assert_eq!(code, 2);
-    assert!(stderr.contains("components[0]: unknown field `tpye`"), "{stderr}");
-    let (code, stderr, _) = check(&format!("{TOPICS}components:\n  - name: r\n    type: registry\n    settings: {{listen: x}}\n"));
+    assert!(
+        stderr.contains("components[0]: unknown field `tpye`"),
+        "{stderr}"
+    );
+    let (code, stderr, _) = check(&format!(
+        "{TOPICS}components:\n  - name: r\n    type: registry\n    settings: {{listen: x}}\n"
+    ));
     assert_eq!(code, 2);
     assert!(
         stderr.contains(": components[0] \"r\": field `settings`: unknown field `listen`"),
@@ -138,8 +161,14 @@ fn every_subcommand_has_help() {
         vec!["registry", "--help"],
         vec!["run", "--help"],
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_pushflow")).args(&args).output().unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_pushflow"))
+            .args(&args)
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{args:?}");
-        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage: pushflow"), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage: pushflow"),
+            "{args:?}"
+        );
     }
 }

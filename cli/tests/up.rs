@@ -42,7 +42,11 @@ async fn up_applies_the_topology_serves_health_and_stops_on_sigterm() {
     let start = Instant::now();
     let mut healthy = false;
     while start.elapsed() < Duration::from_secs(90) {
-        if let Ok(r) = http.get(format!("http://{metrics_addr}/healthz")).send().await {
+        if let Ok(r) = http
+            .get(format!("http://{metrics_addr}/healthz"))
+            .send()
+            .await
+        {
             if r.status().is_success() {
                 let subjects: Vec<String> = match http
                     .get(format!("http://{registry_addr}/subjects"))
@@ -82,10 +86,25 @@ async fn up_applies_the_topology_serves_health_and_stops_on_sigterm() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("topic notification.delivered: unchanged"), "{stdout}");
-    assert!(stdout.contains("schema notification.delivered-value: unchanged"), "{stdout}");
-    assert!(stdout.trim_end().ends_with("topology already applied: nothing changed"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("topic notification.delivered: unchanged"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("schema notification.delivered-value: unchanged"),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .trim_end()
+            .ends_with("topology already applied: nothing changed"),
+        "{stdout}"
+    );
 
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -102,6 +121,9 @@ async fn up_applies_the_topology_serves_health_and_stops_on_sigterm() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert!(status.success(), "pushflow up exited with {status} after SIGTERM");
+    assert!(
+        status.success(),
+        "pushflow up exited with {status} after SIGTERM"
+    );
     let _ = std::fs::remove_dir_all(&lake);
 }

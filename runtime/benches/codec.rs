@@ -4,6 +4,9 @@
 //!
 //! `cargo bench -p pushflow-runtime --bench codec`
 
+// criterion's macros generate undocumented public functions.
+#![expect(missing_docs)]
+
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use pushflow_runtime::codec::{wire, Codec, InMemoryResolver};
 use pushflow_schemas::{Event, NotificationDelivered};

@@ -17,7 +17,12 @@ use std::process::ExitCode;
 #[command(name = "pushflow", version, about, long_about = None)]
 struct Cli {
     /// The topology file.
-    #[arg(long, global = true, env = "PUSHFLOW_TOPOLOGY", default_value = "topology.yaml")]
+    #[arg(
+        long,
+        global = true,
+        env = "PUSHFLOW_TOPOLOGY",
+        default_value = "topology.yaml"
+    )]
     topology: PathBuf,
     /// Log as JSON lines instead of text.
     #[arg(long, global = true, env = "PUSHFLOW_LOG_JSON")]
@@ -31,7 +36,12 @@ enum Command {
     /// Run every component of the topology in one process (the registry
     /// too), applying the topology first. Ctrl-C / SIGTERM drains and
     /// commits.
-    Up,
+    Up {
+        /// Components (by name) not to run, e.g. `registry` when a
+        /// Confluent Schema Registry is used instead.
+        #[arg(long, value_delimiter = ',')]
+        skip: Vec<String>,
+    },
     /// Check or apply topology.yaml.
     #[command(subcommand)]
     Topology(commands::topology::TopologyCommand),
@@ -62,7 +72,10 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     pushflow_runtime::telemetry::init_tracing(cli.log_json);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -71,7 +84,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Up => commands::up::up(&cli.topology).await,
+            Command::Up { skip } => commands::up::up(&cli.topology, &skip).await,
             Command::Topology(cmd) => commands::topology::run(&cli.topology, cmd).await,
             Command::Registry => commands::up::run_one(&cli.topology, None).await,
             Command::Run { component } => {

@@ -52,8 +52,18 @@ async fn wait_all(mut set: Running, shutdown: CancellationToken) -> Result<(), F
 }
 
 /// `pushflow up`.
-pub async fn up(path: &Path) -> Result<(), Failure> {
-    let (topology, components) = super::load(path)?;
+pub async fn up(path: &Path, skip: &[String]) -> Result<(), Failure> {
+    let (topology, mut components) = super::load(path)?;
+    if let Some(unknown) = skip
+        .iter()
+        .find(|s| !components.iter().any(|v| &v.spec.name == *s))
+    {
+        return Err(Failure::Config(format!(
+            "--skip {unknown:?}: no component of that name in {}",
+            topology.path.display()
+        )));
+    }
+    components.retain(|v| !skip.contains(&v.spec.name));
     let topology = Arc::new(topology);
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
@@ -68,7 +78,9 @@ pub async fn up(path: &Path) -> Result<(), Failure> {
         shutdown: shutdown.clone(),
         health: health.clone(),
     };
-    let (first, rest): (Vec<_>, Vec<_>) = components.into_iter().partition(|v| v.spec.kind == "registry");
+    let (first, rest): (Vec<_>, Vec<_>) = components
+        .into_iter()
+        .partition(|v| v.spec.kind == "registry");
     let mut set = Running::new();
     for v in first {
         let c = ctx(&v.spec);
@@ -128,6 +140,12 @@ pub async fn run_one(path: &Path, name: Option<&str>) -> Result<(), Failure> {
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
     let health = Health::default();
+    // HTTP services serve /healthz and /metrics on their own address; the
+    // others get the process's admin address.
+    if !matches!(v.spec.kind.as_str(), "registry" | "ingest" | "push-sim") {
+        let admin = bind(&topology.services.metrics_addr).await?;
+        tokio::spawn(serve(admin, admin_router(health.clone()), shutdown.clone()));
+    }
     let ctx = Context {
         topology: Arc::new(topology),
         spec: v.spec.clone(),

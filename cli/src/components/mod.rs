@@ -73,5 +73,6 @@ pub fn settings<T: serde::de::DeserializeOwned + Default>(
     if spec.settings.is_null() {
         return Ok(T::default());
     }
-    serde_yaml::from_value(spec.settings.clone()).map_err(|e| ("settings".to_string(), e.to_string()))
+    serde_yaml::from_value(spec.settings.clone())
+        .map_err(|e| ("settings".to_string(), e.to_string()))
 }

@@ -22,7 +22,10 @@ struct RegistryComponent {
     database_url: String,
 }
 
-pub fn validate(spec: &ComponentSpec, t: &Topology) -> Result<Box<dyn Component>, (String, String)> {
+pub fn validate(
+    spec: &ComponentSpec,
+    t: &Topology,
+) -> Result<Box<dyn Component>, (String, String)> {
     let _: RegistrySettings = super::settings(spec)?;
     Ok(Box::new(RegistryComponent {
         addr: t.services.registry_addr.clone(),

@@ -48,11 +48,76 @@ enum Command {
     /// Run the Confluent-compatible schema registry alone, on
     /// PUSHFLOW_REGISTRY_ADDR.
     Registry,
+    /// Run the HTTP front door (events, pings, sw.js) alone on
+    /// PUSHFLOW_INGEST_ADDR: the topology's `ingest` component, or one with
+    /// default settings; or hash a token, or benchmark pings.
+    Ingest {
+        #[command(subcommand)]
+        command: Option<pushflow_ingest::cli::IngestCommand>,
+    },
+    /// Run the push-service simulator alone (VAPID check, aes128gcm
+    /// decryption, injected faults); or print a VAPID key pair, or ask a
+    /// running simulator for test subscribers.
+    PushSim(pushflow_push_sim::cli::PushSimArgs),
     /// Run one component of the topology alone.
     Run {
         /// The component's name in topology.yaml.
         component: String,
     },
+    /// Print a month's billed impressions and clicks per store (the view
+    /// billing_monthly_impressions).
+    Billing(pushflow_aggregate::cli::BillingArgs),
+    /// Rebuild derived state from the Kafka log and compare it with the
+    /// live state.
+    #[command(subcommand)]
+    Replay(ReplayCommand),
+    /// Measure throughput against a baseline measured in the same run.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// The audit lake: DDL for Athena / Glue and Trino.
+    #[command(subcommand)]
+    Lake(pushflow_s3_parquet::cli::LakeCommand),
+    /// Run SQL over the Parquet lake (DataFusion); one table per topic,
+    /// e.g. notification_delivered, with partition columns dt and hour.
+    Query(pushflow_s3_parquet::cli::QueryArgs),
+}
+
+/// `pushflow replay …`
+#[derive(Debug, Subcommand)]
+enum ReplayCommand {
+    /// Rebuild the aggregates into fresh tables and report any difference
+    /// from the live ones.
+    Aggregate(pushflow_aggregate::cli::ReplayArgs),
+}
+
+/// `pushflow bench …`
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Aggregate: broker → Postgres, in-process core, raw-consume ceiling,
+    /// one-upsert-per-event baseline.
+    Aggregate(pushflow_aggregate::cli::BenchArgs),
+    /// Parquet sink: broker → Parquet on local disk, in-process encode
+    /// rate, ArrowWriter ceiling and raw-consume rate.
+    Sink(pushflow_s3_parquet::cli::BenchArgs),
+    /// Dispatch: encrypted, VAPID-signed pushes to push-sim on loopback,
+    /// against the web-push crate used the plain way.
+    Dispatch(pushflow_dispatch::cli::BenchArgs),
+}
+
+/// Maps a lake command's error to the exit code.
+fn lake_failure(e: pushflow_s3_parquet::LakeError) -> Failure {
+    match e.is_config() {
+        true => Failure::Config(e.to_string()),
+        false => Failure::Other(e.into()),
+    }
+}
+
+/// Maps an aggregate command's error to the exit code.
+fn aggregate_failure(e: pushflow_aggregate::AggregateError) -> Failure {
+    match e.is_config() {
+        true => Failure::Config(e.to_string()),
+        false => Failure::Other(e.into()),
+    }
 }
 
 /// What `main` reports: exit 2 for configuration errors, 1 otherwise.
@@ -87,8 +152,44 @@ fn main() -> ExitCode {
             Command::Up { skip } => commands::up::up(&cli.topology, &skip).await,
             Command::Topology(cmd) => commands::topology::run(&cli.topology, cmd).await,
             Command::Registry => commands::up::run_one(&cli.topology, None).await,
+            Command::Ingest { command } => pushflow_ingest::cli::run(&cli.topology, command)
+                .await
+                .map_err(|e| match e.is_config() {
+                    true => Failure::Config(e.to_string()),
+                    false => Failure::Other(e.into()),
+                }),
+            Command::PushSim(args) => pushflow_push_sim::cli::run(&cli.topology, args)
+                .await
+                .map_err(|e| Failure::Other(e.into())),
+            Command::Bench(BenchCommand::Dispatch(args)) => pushflow_dispatch::cli::bench(&args)
+                .await
+                .map_err(|e| Failure::Other(e.into())),
             Command::Run { component } => {
                 commands::up::run_one(&cli.topology, Some(&component)).await
+            }
+            Command::Billing(args) => pushflow_aggregate::cli::billing(&cli.topology, &args)
+                .await
+                .map_err(aggregate_failure),
+            Command::Replay(ReplayCommand::Aggregate(args)) => {
+                pushflow_aggregate::cli::replay(&cli.topology, &args)
+                    .await
+                    .map_err(aggregate_failure)
+            }
+            Command::Bench(BenchCommand::Sink(args)) => {
+                pushflow_s3_parquet::cli::bench(&cli.topology, &args)
+                    .await
+                    .map_err(lake_failure)
+            }
+            Command::Lake(cmd) => pushflow_s3_parquet::cli::lake(&cli.topology, &cmd)
+                .await
+                .map_err(lake_failure),
+            Command::Query(args) => pushflow_s3_parquet::cli::query(&cli.topology, &args)
+                .await
+                .map_err(lake_failure),
+            Command::Bench(BenchCommand::Aggregate(args)) => {
+                pushflow_aggregate::cli::bench(&cli.topology, &args)
+                    .await
+                    .map_err(aggregate_failure)
             }
         }
     });

@@ -20,10 +20,32 @@ pub struct Kind {
 
 /// Every component type pushflow knows.
 pub fn kinds() -> Vec<Kind> {
-    vec![Kind {
-        name: "registry",
-        validate: registry::validate,
-    }]
+    vec![
+        Kind {
+            name: "registry",
+            validate: registry::validate,
+        },
+        Kind {
+            name: "aggregate",
+            validate: pushflow_aggregate::validate,
+        },
+        Kind {
+            name: "ingest",
+            validate: pushflow_ingest::validate,
+        },
+        Kind {
+            name: "s3-parquet",
+            validate: pushflow_s3_parquet::validate,
+        },
+        Kind {
+            name: "dispatch",
+            validate: pushflow_dispatch::validate,
+        },
+        Kind {
+            name: "push-sim",
+            validate: pushflow_push_sim::validate,
+        },
+    ]
 }
 
 /// A validated component with its entry.

@@ -1,1 +1,22 @@
-//! The exactly-once Parquet sink of the audit lake (being written).
+//! The audit lake: the exactly-once Parquet sink (`s3-parquet`), its
+//! layout, the Athena / Trino DDL (`pushflow lake ddl`), SQL over the lake
+//! with DataFusion (`pushflow query`) and the sink benchmark
+//! (`pushflow bench sink`).
+//!
+//! Guarantee: every record of the input topics lands in exactly one
+//! Parquet file of `<lake>/events/<table>/dt=…/hour=…/`, or in
+//! `<topic>.dlq` when it cannot be decoded; offsets are committed only
+//! after the file is written. See [`sink`] for how crashes are handled.
+
+pub mod bench;
+pub mod cli;
+pub mod columns;
+pub mod ddl;
+mod error;
+pub mod lake;
+pub mod query;
+pub mod sink;
+
+pub use error::LakeError;
+pub use lake::Lake;
+pub use sink::{validate, S3ParquetSink, SinkConfig};

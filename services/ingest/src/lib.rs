@@ -1,1 +1,36 @@
-//! The HTTP front door: internal events and service-worker pings (being written).
+//! `pushflow ingest`, the HTTP front door: internal services post events,
+//! browsers' service workers post signed pings and new subscriptions, and
+//! ingest turns each into an Avro event on Kafka.
+//!
+//! Guarantee: a 2xx is answered only after the broker acknowledged every
+//! record of the request (idempotent producer, `acks=all`), so nothing
+//! answered 2xx is lost, even if ingest is killed right after. When the
+//! broker is slow or down a request waits at most `produce_timeout` and
+//! then gets 503 with `Retry-After`; a 503 may still have written some
+//! records of a batch, so clients retry with the same `event_id`s and
+//! consumers deduplicate on them (at-least-once). Bad input is refused
+//! with a 4xx that says what to fix and is never produced: a batch is
+//! validated whole before any record of it is sent.
+//!
+//! Routes: `POST /v1/events/{topic}` (bearer tokens scoped to topics),
+//! `POST /v1/pings`, `POST /v1/subscriptions`, `GET /v1/vapid-public-key`,
+//! `GET /sw.js`, `GET /subscribe.js`, plus `/healthz` and `/metrics`.
+
+pub mod app;
+mod assets;
+pub mod auth;
+pub mod bench;
+pub mod cli;
+pub mod component;
+pub mod config;
+mod error;
+pub mod pings;
+pub mod ratelimit;
+pub mod records;
+
+pub use app::{router, Deps};
+pub use assets::{SUBSCRIBE_JS, SW_JS};
+pub use auth::hash_token;
+pub use component::{validate, IngestComponent};
+pub use config::{IngestConfig, IngestSettings};
+pub use error::IngestError;

@@ -1,0 +1,123 @@
+//! The lake's subcommands: `pushflow lake ddl`, `pushflow query`,
+//! `pushflow bench sink` (argument structs and their bodies; the binary
+//! only dispatches).
+
+use clap::{Args, Subcommand};
+use pushflow_runtime::topology::Topology;
+use std::path::Path;
+
+use crate::query::Format;
+use crate::LakeError;
+
+/// `pushflow lake …`
+#[derive(Debug, Clone, Subcommand)]
+pub enum LakeCommand {
+    /// Print the Athena / Glue `CREATE EXTERNAL TABLE` (partition
+    /// projection on dt and hour) and the Trino (Hive connector)
+    /// `CREATE TABLE` of every table of the lake.
+    Ddl(DdlArgs),
+}
+
+/// `pushflow lake ddl`
+#[derive(Debug, Clone, Args)]
+pub struct DdlArgs {
+    /// Where the lake is, as Athena / Trino see it (default: the
+    /// topology's lake URL when it is s3://…).
+    #[arg(long)]
+    pub location: Option<String>,
+}
+
+/// `pushflow query`
+#[derive(Debug, Clone, Args)]
+pub struct QueryArgs {
+    /// The SQL, e.g. "SELECT dt, count(*) FROM notification_delivered GROUP BY dt".
+    pub sql: String,
+    /// Output: table, csv or json.
+    #[arg(long, default_value = "table")]
+    pub format: Format,
+    /// The lake (default: PUSHFLOW_LAKE_URL / the topology's lake_url).
+    #[arg(long)]
+    pub lake: Option<String>,
+}
+
+/// `pushflow bench sink`
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Events to produce and write.
+    #[arg(long, default_value_t = 500_000)]
+    pub events: u64,
+}
+
+/// The topology if it loads; else `None` (the commands then use the
+/// environment and defaults).
+fn topology(path: &Path) -> Option<Topology> {
+    Topology::load(path).ok()
+}
+
+fn lake_url(path: &Path) -> String {
+    topology(path)
+        .map(|t| t.services.lake_url)
+        .or_else(|| std::env::var("PUSHFLOW_LAKE_URL").ok())
+        .unwrap_or_else(|| "file://./data/lake".into())
+}
+
+/// The lake component's input topics, or every catalogue topic.
+fn lake_topics(path: &Path) -> Vec<String> {
+    topology(path)
+        .and_then(|t| {
+            t.components
+                .iter()
+                .find(|c| c.kind == "s3-parquet")
+                .map(|c| c.inputs.clone())
+        })
+        .unwrap_or_else(|| {
+            pushflow_schemas::CATALOGUE
+                .iter()
+                .map(|t| t.name.to_string())
+                .collect()
+        })
+}
+
+/// Runs `pushflow lake …`, printing to stdout.
+pub async fn lake(path: &Path, cmd: &LakeCommand) -> Result<(), LakeError> {
+    match cmd {
+        LakeCommand::Ddl(args) => {
+            let location = match &args.location {
+                Some(l) => l.clone(),
+                None => {
+                    let url = lake_url(path);
+                    if !url.starts_with("s3://") {
+                        return Err(LakeError::Config(format!(
+                            "the lake is {url}, not on S3: pass --location s3://bucket/prefix"
+                        )));
+                    }
+                    url
+                }
+            };
+            if !location.starts_with("s3://") {
+                return Err(LakeError::Config(format!(
+                    "--location {location:?}: use s3://bucket/prefix"
+                )));
+            }
+            print!("{}", crate::ddl::ddl(&lake_topics(path), &location)?);
+            Ok(())
+        }
+    }
+}
+
+/// Runs `pushflow query`, printing the result.
+pub async fn query(path: &Path, args: &QueryArgs) -> Result<(), LakeError> {
+    let url = args.lake.clone().unwrap_or_else(|| lake_url(path));
+    println!("{}", crate::query::run(&url, &args.sql, args.format).await?);
+    Ok(())
+}
+
+/// Runs `pushflow bench sink`.
+pub async fn bench(path: &Path, args: &BenchArgs) -> Result<(), LakeError> {
+    let brokers = topology(path)
+        .map(|t| t.services.brokers)
+        .or_else(|| std::env::var("PUSHFLOW_BROKERS").ok())
+        .unwrap_or_else(|| "127.0.0.1:9092".into());
+    crate::bench::run(&brokers, args.events).await?;
+    Ok(())
+}

@@ -1,0 +1,216 @@
+//! Helpers of the lake's integration tests: events, producing raw records,
+//! running the sink component, a moto S3 server.
+#![allow(dead_code)]
+
+use pushflow_runtime::codec::Codec;
+use pushflow_runtime::component::{Component, Context};
+use pushflow_runtime::http::Health;
+use pushflow_runtime::topology::ComponentSpec;
+use pushflow_runtime::CancellationToken;
+use pushflow_s3_parquet::sink::{S3ParquetSink, SinkConfig, Stats};
+use pushflow_schemas::{Event, NotificationDelivered};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+
+/// 2026-01-01T00:30:00Z.
+pub const T0: i64 = 1_767_227_400_000;
+
+/// Event `i`: one every 1.5 s from T0, so 2,400 per hour.
+pub fn delivered(i: u64) -> NotificationDelivered {
+    NotificationDelivered {
+        event_id: uuid::Uuid::new_v4().to_string(),
+        occurred_at: T0 + i as i64 * 1_500,
+        store_id: format!("store-{}", i % 7),
+        notification_id: format!("n-{i}"),
+        campaign_id: format!("c-{}", i % 3),
+    }
+}
+
+/// Produces framed payloads to `topic` (keyed by `key`, all acknowledged).
+pub async fn produce(topic: &str, records: &[(String, Vec<u8>)]) {
+    produce_batched(topic, records, 10_000).await
+}
+
+/// As [`produce`], with at most `per_batch` records per Kafka record batch.
+///
+/// The tansu broker, fetching from an offset in the middle of a record
+/// batch, skips to the NEXT batch (losing the rest of that batch for a
+/// consumer resuming there); tests that resume mid-way use 1.
+pub async fn produce_batched(topic: &str, records: &[(String, Vec<u8>)], per_batch: usize) {
+    let p: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", pushflow_testkit::brokers())
+        .set("linger.ms", "5")
+        .set("batch.num.messages", per_batch.to_string())
+        .create()
+        .unwrap();
+    let futs: Vec<_> = records
+        .iter()
+        .map(|(k, v)| {
+            let p = p.clone();
+            async move {
+                p.send(
+                    FutureRecord::to(topic).key(k).payload(v),
+                    Duration::from_secs(30),
+                )
+                .await
+                .map_err(|(e, _)| e)
+                .unwrap()
+            }
+        })
+        .collect();
+    futures::future::join_all(futs).await;
+}
+
+/// Encodes `n` events from `start` with the registry's codec.
+pub async fn encoded<E: Event>(codec: &Codec, events: &[E]) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for e in events {
+        out.push((e.key().to_string(), codec.encode(e).await.unwrap()));
+    }
+    out
+}
+
+/// A running sink.
+pub struct Running {
+    /// Cancel to drain and stop.
+    pub shutdown: CancellationToken,
+    /// Its task.
+    pub task: JoinHandle<Result<(), pushflow_runtime::RuntimeError>>,
+    /// Its counters.
+    pub stats: Arc<Stats>,
+}
+
+impl Running {
+    /// Waits until `rows` rows are written (panics after `limit`).
+    pub async fn wait_rows(&self, rows: u64, limit: Duration) {
+        let started = Instant::now();
+        loop {
+            let n = self
+                .stats
+                .rows_written
+                .load(std::sync::atomic::Ordering::Relaxed);
+            if n >= rows {
+                return;
+            }
+            assert!(!self.task.is_finished(), "the sink stopped early");
+            assert!(
+                started.elapsed() < limit,
+                "only {n} of {rows} rows written after {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Drains and stops.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// Starts the `s3-parquet` component over `topics`.
+pub fn start_sink(
+    registry_url: &str,
+    group: &str,
+    topics: &[String],
+    lake_url: &str,
+    lake_options: &[(&str, &str)],
+    config: SinkConfig,
+) -> Running {
+    let topology = pushflow_testkit::topology_with(
+        &pushflow_testkit::brokers(),
+        registry_url,
+        "postgres://unused",
+    );
+    let spec = ComponentSpec {
+        name: "lake".into(),
+        kind: "s3-parquet".into(),
+        inputs: topics.to_vec(),
+        outputs: vec![],
+        group: Some(group.to_string()),
+        settings: serde_yaml::Value::Null,
+    };
+    let sink = S3ParquetSink::new(config.validate().unwrap(), topics.to_vec(), lake_url)
+        .with_lake_options(lake_options);
+    let stats = sink.stats();
+    let shutdown = CancellationToken::new();
+    let ctx = Context {
+        topology: Arc::new(topology),
+        spec,
+        shutdown: shutdown.clone(),
+        health: Health::default(),
+    };
+    let task = tokio::spawn(Box::new(sink).run(ctx));
+    Running {
+        shutdown,
+        task,
+        stats,
+    }
+}
+
+/// Small files, fast idle flush (tests).
+pub fn test_config(max_records: u64) -> SinkConfig {
+    SinkConfig {
+        max_records,
+        flush_idle: "1s".into(),
+        ..SinkConfig::default()
+    }
+}
+
+/// A moto S3 server: (endpoint, the child to kill when done, if we started it).
+pub fn moto() -> (String, Option<Child>) {
+    if std::net::TcpStream::connect("127.0.0.1:9000").is_ok() {
+        return ("http://127.0.0.1:9000".into(), None);
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("python3")
+        .args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start moto (pip package moto[server], see tests/python/requirements.txt)");
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "moto did not start on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (format!("http://127.0.0.1:{port}"), Some(child))
+}
+
+/// Runs `python3 tests/python/<script> args…` and returns its stdout;
+/// fails with its stderr (which names a missing pip package).
+pub fn python(script: &str, args: &[&str]) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/python")
+        .join(script);
+    let out = Command::new("python3")
+        .arg(&path)
+        .args(args)
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}

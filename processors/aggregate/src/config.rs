@@ -1,0 +1,205 @@
+//! What `topology.yaml` says about an `aggregate` component (`settings:`).
+
+use pushflow_runtime::topology::parse_duration;
+use serde::Deserialize;
+use std::time::Duration;
+
+/// One tumbling window size and its grace period.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowSetting {
+    /// Window length, e.g. `1m`, `1h` (a whole number of seconds).
+    pub size: String,
+    /// How long after the window's end (in event time) records are still
+    /// added to it; later ones are late events (still billed, reported).
+    pub grace: String,
+}
+
+/// `settings:` of an `aggregate` component.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregateSettings {
+    /// Window sizes computed at once (default 1 m for the live dashboard,
+    /// 1 h for reports).
+    #[serde(default = "default_windows")]
+    pub windows: Vec<WindowSetting>,
+    /// Event-time span the in-memory dedup set covers per partition; older
+    /// (notification_id, kind) pairs are checked against Postgres only.
+    #[serde(default = "default_dedup_horizon")]
+    pub dedup_horizon: String,
+    /// Largest batch (records) committed in one Postgres transaction.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    /// Postgres schema of the tables (`aggregate`; the billing view is
+    /// created in `public` only for this default schema).
+    #[serde(default = "default_schema")]
+    pub schema: String,
+}
+
+fn default_windows() -> Vec<WindowSetting> {
+    vec![
+        WindowSetting {
+            size: "1m".into(),
+            grace: "5m".into(),
+        },
+        WindowSetting {
+            size: "1h".into(),
+            grace: "30m".into(),
+        },
+    ]
+}
+fn default_dedup_horizon() -> String {
+    "2h".into()
+}
+fn default_max_batch() -> usize {
+    10_000
+}
+fn default_schema() -> String {
+    "aggregate".into()
+}
+
+impl Default for AggregateSettings {
+    fn default() -> Self {
+        AggregateSettings {
+            windows: default_windows(),
+            dedup_horizon: default_dedup_horizon(),
+            max_batch: default_max_batch(),
+            schema: default_schema(),
+        }
+    }
+}
+
+/// A window in milliseconds, as the core uses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// Size in ms.
+    pub size_ms: i64,
+    /// Grace in ms.
+    pub grace_ms: i64,
+}
+
+/// Settings checked and converted (no I/O).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Validated {
+    /// Windows, in ms.
+    pub windows: Vec<Window>,
+    /// Dedup horizon in ms.
+    pub dedup_horizon_ms: i64,
+    /// Largest batch.
+    pub max_batch: usize,
+    /// Postgres schema.
+    pub schema: String,
+}
+
+fn ms(d: Duration) -> i64 {
+    d.as_millis() as i64
+}
+
+impl AggregateSettings {
+    /// Checks every field; the error is (field, message).
+    pub fn validate(&self) -> Result<Validated, (String, String)> {
+        if self.windows.is_empty() {
+            return Err((
+                "settings.windows".into(),
+                "give at least one window, e.g. [{size: 1m, grace: 5m}]".into(),
+            ));
+        }
+        let mut windows = Vec::new();
+        for (i, w) in self.windows.iter().enumerate() {
+            let field = |f: &str| format!("settings.windows[{i}].{f}");
+            let size = parse_duration(&w.size).map_err(|e| (field("size"), e))?;
+            let grace = parse_duration(&w.grace).map_err(|e| (field("grace"), e))?;
+            if size.as_secs() == 0 || size.subsec_nanos() != 0 {
+                return Err((
+                    field("size"),
+                    format!(
+                        "{:?} must be a whole number of seconds, at least 1s",
+                        w.size
+                    ),
+                ));
+            }
+            if windows.iter().any(|x: &Window| x.size_ms == ms(size)) {
+                return Err((
+                    field("size"),
+                    format!("window size {:?} appears twice", w.size),
+                ));
+            }
+            windows.push(Window {
+                size_ms: ms(size),
+                grace_ms: ms(grace),
+            });
+        }
+        let horizon = parse_duration(&self.dedup_horizon)
+            .map_err(|e| ("settings.dedup_horizon".to_string(), e))?;
+        if !(1..=1_000_000).contains(&self.max_batch) {
+            return Err((
+                "settings.max_batch".into(),
+                "must be between 1 and 1000000".into(),
+            ));
+        }
+        let valid_schema = !self.schema.is_empty()
+            && self.schema.len() <= 48
+            && self
+                .schema
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            && !self.schema.starts_with(|c: char| c.is_ascii_digit());
+        if !valid_schema {
+            return Err((
+                "settings.schema".into(),
+                format!(
+                    "{:?} is not a plain Postgres identifier (lowercase letters, digits, _)",
+                    self.schema
+                ),
+            ));
+        }
+        Ok(Validated {
+            windows,
+            dedup_horizon_ms: ms(horizon),
+            max_batch: self.max_batch,
+            schema: self.schema.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_settings_and_refuses_unknown_fields() {
+        let s: AggregateSettings = serde_yaml::from_str(
+            "windows: [{size: 1m, grace: 5m}, {size: 1h, grace: 30m}]\ndedup_horizon: 3h\nmax_batch: 5000\n",
+        )
+        .unwrap();
+        let v = s.validate().unwrap();
+        assert_eq!(
+            v.windows,
+            vec![
+                Window {
+                    size_ms: 60_000,
+                    grace_ms: 300_000
+                },
+                Window {
+                    size_ms: 3_600_000,
+                    grace_ms: 1_800_000
+                }
+            ]
+        );
+        assert_eq!(v.dedup_horizon_ms, 3 * 3_600_000);
+        assert_eq!(v.max_batch, 5000);
+        assert_eq!(v.schema, "aggregate");
+        assert!(serde_yaml::from_str::<AggregateSettings>("windos: []").is_err());
+        let bad: AggregateSettings =
+            serde_yaml::from_str("windows: [{size: 1.5s, grace: 1m}]").unwrap();
+        assert_eq!(bad.validate().unwrap_err().0, "settings.windows[0].size");
+        assert_eq!(
+            AggregateSettings::default()
+                .validate()
+                .unwrap()
+                .windows
+                .len(),
+            2
+        );
+    }
+}

@@ -1,0 +1,461 @@
+//! The core shared by the live processor, `replay aggregate` and the bench:
+//! decode → dedup → window, with no I/O of its own.
+//!
+//! A batch is *staged* against the per-partition state (next offset,
+//! event-time watermark, in-memory dedup set) without changing it; the
+//! caller then [`Core::apply`]s it and hands it to the commit (one Postgres
+//! transaction, see [`crate::store`] and [`crate::pipeline`]), which runs
+//! batches strictly in order and retries the same staged batch until it
+//! commits, or stops the processor.
+//!
+//! Lateness is decided per record against the watermark of its partition
+//! *before* the record (max event time seen so far, stored with the
+//! offsets), so the outcome does not depend on batch boundaries or restarts.
+
+use chrono::{DateTime, Datelike};
+use pushflow_runtime::codec::{Codec, CodecError};
+use pushflow_schemas::{NotificationClicked, NotificationDelivered};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use crate::config::Window;
+
+/// Which ping a record is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PingKind {
+    /// `notification.delivered`: an impression.
+    Delivered = 0,
+    /// `notification.clicked`.
+    Clicked = 1,
+}
+
+impl PingKind {
+    /// The kind of an input topic: its name ends with
+    /// `notification.delivered` or `notification.clicked` (tests prefix it).
+    pub fn for_topic(topic: &str) -> Option<PingKind> {
+        if topic.ends_with("notification.delivered") {
+            Some(PingKind::Delivered)
+        } else if topic.ends_with("notification.clicked") {
+            Some(PingKind::Clicked)
+        } else {
+            None
+        }
+    }
+
+    /// The value stored in `seen.kind` and `late_events.kind`.
+    pub fn code(self) -> i16 {
+        self as i16
+    }
+}
+
+/// A decoded ping, the only fields the aggregate needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ping {
+    /// Delivered or clicked.
+    pub kind: PingKind,
+    /// Notification id (the dedup key with `kind`).
+    pub notification_id: String,
+    /// Merchant.
+    pub store_id: String,
+    /// Campaign.
+    pub campaign_id: String,
+    /// Event time, ms since the epoch.
+    pub occurred_at: i64,
+}
+
+/// Decodes a record value of an input topic of `kind`.
+pub async fn decode(codec: &Codec, kind: PingKind, bytes: &[u8]) -> Result<Ping, CodecError> {
+    Ok(match kind {
+        PingKind::Delivered => {
+            let e: NotificationDelivered = codec.decode(bytes).await?;
+            Ping {
+                kind,
+                notification_id: e.notification_id,
+                store_id: e.store_id,
+                campaign_id: e.campaign_id,
+                occurred_at: e.occurred_at,
+            }
+        }
+        PingKind::Clicked => {
+            let e: NotificationClicked = codec.decode(bytes).await?;
+            Ping {
+                kind,
+                notification_id: e.notification_id,
+                store_id: e.store_id,
+                campaign_id: e.campaign_id,
+                occurred_at: e.occurred_at,
+            }
+        }
+    })
+}
+
+pub use crate::dedup::{Dedup, SeenKey};
+
+/// Committed state of one input partition.
+#[derive(Debug)]
+pub struct PartitionState {
+    /// Next offset to count (records below it are already in Postgres).
+    pub next_offset: i64,
+    /// Max event time seen (i64::MIN when none).
+    pub watermark: i64,
+    /// Recently committed pairs.
+    pub dedup: Dedup,
+}
+
+/// (topic, partition).
+pub type Part = (String, i32);
+
+/// A ping not known to be a duplicate; Postgres decides.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// The ping.
+    pub ping: Ping,
+    /// Sizes (ms) of the windows it is late for.
+    pub late_for: Vec<i64>,
+    /// Source partition.
+    pub part: usize,
+    /// Source offset.
+    pub offset: i64,
+}
+
+/// A batch staged against the committed state.
+#[derive(Debug, Default)]
+pub struct Staged {
+    /// Partitions touched, in first-seen order.
+    pub parts: Vec<Part>,
+    /// New (next offset, watermark) per entry of `parts`.
+    pub positions: Vec<(i64, i64)>,
+    /// Broker timestamp of the last admitted record per entry of `parts`
+    /// (0: none): where a restart finds a record-batch boundary to seek to.
+    pub resume_ts: Vec<i64>,
+    /// Pings to check against `seen`.
+    pub candidates: Vec<Candidate>,
+    /// Records skipped as already committed (offset below the stored one).
+    pub skipped: u64,
+    /// Duplicates found in memory (the dedup set or earlier in the batch).
+    pub duplicates: u64,
+    in_batch: HashSet<SeenKey>,
+}
+
+/// One month's or window's counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Delivered (impressions).
+    pub delivered: i64,
+    /// Clicked.
+    pub clicked: i64,
+}
+
+impl Counts {
+    fn add(&mut self, kind: PingKind) {
+        match kind {
+            PingKind::Delivered => self.delivered += 1,
+            PingKind::Clicked => self.clicked += 1,
+        }
+    }
+}
+
+/// What the new pings of a batch add (sorted maps: rows are locked in key
+/// order, so two instances cannot deadlock).
+#[derive(Debug, Default)]
+pub struct Deltas {
+    /// (store, campaign, size_ms, start_ms) → counts.
+    pub windows: BTreeMap<(String, String, i64, i64), Counts>,
+    /// (store, "YYYY-MM-01") → counts.
+    pub monthly: BTreeMap<(String, String), Counts>,
+    /// Late (candidate index, window size ms).
+    pub late: Vec<(usize, i64)>,
+    /// Pings counted.
+    pub counted: u64,
+}
+
+/// First day of the UTC month of `ms`, as `YYYY-MM-01`.
+pub fn month_of(ms: i64) -> String {
+    let d = DateTime::from_timestamp_millis(ms).unwrap_or_default();
+    format!("{:04}-{:02}-01", d.year(), d.month())
+}
+
+/// Counts the candidates Postgres reported new (`is_new[i]` for
+/// `staged.candidates[i]`) into window, monthly and late deltas.
+pub fn deltas(windows: &[Window], staged: &Staged, is_new: &[bool]) -> Deltas {
+    let mut d = Deltas::default();
+    for (i, c) in staged.candidates.iter().enumerate() {
+        if !is_new[i] {
+            continue;
+        }
+        let p = &c.ping;
+        d.counted += 1;
+        d.monthly
+            .entry((p.store_id.clone(), month_of(p.occurred_at)))
+            .or_default()
+            .add(p.kind);
+        for w in windows {
+            if c.late_for.contains(&w.size_ms) {
+                d.late.push((i, w.size_ms));
+                continue;
+            }
+            let start = p.occurred_at.div_euclid(w.size_ms) * w.size_ms;
+            d.windows
+                .entry((p.store_id.clone(), p.campaign_id.clone(), w.size_ms, start))
+                .or_default()
+                .add(p.kind);
+        }
+    }
+    d
+}
+
+/// The windowing and dedup state of the partitions this process owns.
+#[derive(Debug)]
+pub struct Core {
+    windows: Vec<Window>,
+    horizon_ms: i64,
+    parts: HashMap<Part, PartitionState>,
+}
+
+impl Core {
+    /// A core with no partitions.
+    pub fn new(windows: Vec<Window>, horizon_ms: i64) -> Core {
+        Core {
+            windows,
+            horizon_ms,
+            parts: HashMap::new(),
+        }
+    }
+
+    /// The windows.
+    pub fn windows(&self) -> &[Window] {
+        &self.windows
+    }
+
+    /// Takes ownership of a partition at its stored position.
+    pub fn assign(&mut self, part: Part, next_offset: i64, watermark: i64) {
+        self.parts.insert(
+            part,
+            PartitionState {
+                next_offset,
+                watermark,
+                dedup: Dedup::default(),
+            },
+        );
+    }
+
+    /// Drops a partition's state.
+    pub fn revoke(&mut self, part: &Part) {
+        self.parts.remove(part);
+    }
+
+    /// Whether the partition is loaded.
+    pub fn owns(&self, topic: &str, partition: i32) -> bool {
+        self.parts.contains_key(&(topic.to_string(), partition))
+    }
+
+    /// State of a partition.
+    pub fn partition(&self, part: &Part) -> Option<&PartitionState> {
+        self.parts.get(part)
+    }
+
+    /// Pairs held in memory over all partitions, and their approximate bytes.
+    pub fn dedup_size(&self) -> (usize, usize) {
+        self.parts.values().fold((0, 0), |(n, b), p| {
+            (n + p.dedup.len(), b + p.dedup.approx_bytes())
+        })
+    }
+
+    fn slot(&self, staged: &mut Staged, topic: &str, partition: i32) -> usize {
+        if let Some(i) = staged
+            .parts
+            .iter()
+            .position(|(t, p)| t == topic && *p == partition)
+        {
+            return i;
+        }
+        let part = (topic.to_string(), partition);
+        let pos = self
+            .parts
+            .get(&part)
+            .map_or((0, i64::MIN), |s| (s.next_offset, s.watermark));
+        staged.parts.push(part);
+        staged.positions.push(pos);
+        staged.resume_ts.push(0);
+        staged.parts.len() - 1
+    }
+
+    /// Whether the record at `offset` is new (not yet committed); if so the
+    /// staged position moves past it. Call for EVERY record, dead letters too.
+    pub fn admit(
+        &self,
+        staged: &mut Staged,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        timestamp_ms: Option<i64>,
+    ) -> Option<usize> {
+        let i = self.slot(staged, topic, partition);
+        if offset < staged.positions[i].0 {
+            staged.skipped += 1;
+            return None;
+        }
+        staged.positions[i].0 = offset + 1;
+        staged.resume_ts[i] = timestamp_ms.unwrap_or(0);
+        Some(i)
+    }
+
+    /// Stages an admitted ping: lateness, watermark, in-memory dedup.
+    pub fn stage(&self, staged: &mut Staged, slot: usize, offset: i64, ping: Ping) {
+        let watermark = staged.positions[slot].1;
+        let late_for: Vec<i64> = self
+            .windows
+            .iter()
+            .filter(|w| {
+                let start = ping.occurred_at.div_euclid(w.size_ms) * w.size_ms;
+                start.saturating_add(w.size_ms).saturating_add(w.grace_ms) <= watermark
+            })
+            .map(|w| w.size_ms)
+            .collect();
+        staged.positions[slot].1 = watermark.max(ping.occurred_at);
+        let key = (ping.notification_id.clone(), ping.kind);
+        let known = self
+            .parts
+            .get(&staged.parts[slot])
+            .is_some_and(|s| s.dedup.contains(&key));
+        if known || !staged.in_batch.insert(key) {
+            staged.duplicates += 1;
+            return;
+        }
+        staged.candidates.push(Candidate {
+            ping,
+            late_for,
+            part: slot,
+            offset,
+        });
+    }
+
+    /// Counts the candidates Postgres reported new (see [`deltas`]).
+    pub fn deltas(&self, staged: &Staged, is_new: &[bool]) -> Deltas {
+        deltas(&self.windows, staged, is_new)
+    }
+
+    /// Makes a staged batch the new state: positions, watermarks, and every
+    /// candidate (new or already in `seen`) into the dedup sets. Called once
+    /// the batch is handed to the (in-order) commit; if that commit can
+    /// never succeed the processor stops, so the state never outlives it.
+    pub fn apply(&mut self, staged: &Staged) {
+        for (part, (next, wm)) in staged.parts.iter().zip(&staged.positions) {
+            let s = self
+                .parts
+                .entry(part.clone())
+                .or_insert_with(|| PartitionState {
+                    next_offset: 0,
+                    watermark: i64::MIN,
+                    dedup: Dedup::default(),
+                });
+            s.next_offset = s.next_offset.max(*next);
+            s.watermark = s.watermark.max(*wm);
+        }
+        for c in &staged.candidates {
+            let part = &staged.parts[c.part];
+            if let Some(s) = self.parts.get_mut(part) {
+                let key = (c.ping.notification_id.clone(), c.ping.kind);
+                s.dedup.insert(c.ping.occurred_at, key);
+            }
+        }
+        for s in self.parts.values_mut() {
+            if s.watermark != i64::MIN {
+                s.dedup
+                    .evict_before(s.watermark.saturating_sub(self.horizon_ms));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ping(n: &str, kind: PingKind, t: i64) -> Ping {
+        Ping {
+            kind,
+            notification_id: n.into(),
+            store_id: "s".into(),
+            campaign_id: "c".into(),
+            occurred_at: t,
+        }
+    }
+
+    fn core() -> Core {
+        Core::new(
+            vec![Window {
+                size_ms: 60_000,
+                grace_ms: 60_000,
+            }],
+            600_000,
+        )
+    }
+
+    fn run(core: &mut Core, recs: &[(i64, Ping)]) -> Deltas {
+        let mut st = Staged::default();
+        for (off, p) in recs {
+            if let Some(slot) = core.admit(&mut st, "t", 0, *off, None) {
+                core.stage(&mut st, slot, *off, p.clone());
+            }
+        }
+        let d = core.deltas(&st, &vec![true; st.candidates.len()]);
+        core.apply(&st);
+        d
+    }
+
+    #[test]
+    fn counts_once_marks_late_and_skips_committed_offsets() {
+        let mut c = core();
+        c.assign(("t".into(), 0), 0, i64::MIN);
+        let d = run(
+            &mut c,
+            &[
+                (0, ping("a", PingKind::Delivered, 10_000)),
+                (1, ping("a", PingKind::Delivered, 10_000)),
+                (2, ping("a", PingKind::Clicked, 20_000)),
+                (3, ping("b", PingKind::Delivered, 500_000)),
+            ],
+        );
+        assert_eq!(d.counted, 3);
+        assert_eq!(
+            d.windows[&("s".into(), "c".into(), 60_000, 0)],
+            Counts {
+                delivered: 1,
+                clicked: 1
+            }
+        );
+        // watermark 500 s: window [0, 60 s) + 60 s grace is closed → late.
+        let d = run(
+            &mut c,
+            &[
+                (2, ping("x", PingKind::Delivered, 1)),
+                (4, ping("c", PingKind::Delivered, 30_000)),
+                (5, ping("b", PingKind::Delivered, 500_000)),
+            ],
+        );
+        assert_eq!(
+            d.counted, 1,
+            "offset 2 is committed, b is a known duplicate"
+        );
+        assert_eq!(d.late, vec![(0, 60_000)]);
+        assert!(d.windows.is_empty());
+        assert_eq!(d.monthly[&("s".into(), "1970-01-01".into())].delivered, 1);
+        assert_eq!(c.partition(&("t".into(), 0)).unwrap().next_offset, 6);
+    }
+
+    #[test]
+    fn evicts_beyond_the_horizon_and_names_months() {
+        let mut c = core();
+        c.assign(("t".into(), 0), 0, i64::MIN);
+        run(
+            &mut c,
+            &[
+                (0, ping("a", PingKind::Delivered, 0)),
+                (1, ping("b", PingKind::Delivered, 10_000_000)),
+            ],
+        );
+        assert_eq!(c.dedup_size().0, 1, "a is older than the 10-minute horizon");
+        assert_eq!(month_of(1_767_225_599_999), "2025-12-01");
+        assert_eq!(month_of(1_767_225_600_000), "2026-01-01");
+    }
+}

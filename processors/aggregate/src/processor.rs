@@ -1,0 +1,424 @@
+//! The `aggregate` component: the runtime's consumer loop around the core
+//! and one Postgres transaction per batch (guarantee: see the crate doc).
+
+use async_trait::async_trait;
+use indicatif::ProgressBar;
+use pushflow_runtime::codec::Codec;
+use pushflow_runtime::kafka::{
+    run_consumer, ConsumerSettings, DeadLetters, Durable, Handler, Position, Producer, Record,
+};
+use pushflow_runtime::{CancellationToken, RuntimeError};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_postgres::Client;
+
+use crate::config::Validated;
+use crate::core::{decode, Core, Part, PingKind, Staged};
+use crate::pipeline::{self, Batch, Settled, Target};
+use crate::{store, AggregateError};
+
+/// Where partitions without a stored offset start.
+#[derive(Debug, Clone)]
+pub enum StartAt {
+    /// At the beginning of the log (the live processor).
+    Beginning,
+    /// At these offsets (a replay from a timestamp); others at the beginning.
+    Offsets(HashMap<Part, i64>),
+}
+
+/// Everything a run needs; the live component, replays and the bench
+/// differ only in these.
+pub struct RunOptions {
+    /// Component name (metrics label, logs, dead-letter header).
+    pub name: String,
+    /// Kafka bootstrap servers.
+    pub brokers: String,
+    /// librdkafka pass-through.
+    pub passthrough: BTreeMap<String, String>,
+    /// Consumer group (its Kafka commits are informational).
+    pub group: String,
+    /// Input topics (names end with `notification.delivered` / `.clicked`).
+    pub inputs: Vec<String>,
+    /// Postgres URL (the database is created if missing).
+    pub database_url: String,
+    /// Validated settings (windows, horizon, batch size, schema).
+    pub settings: Validated,
+    /// Decoder.
+    pub codec: Arc<Codec>,
+    /// Start of partitions with no stored offset.
+    pub start: StartAt,
+    /// Stop once every listed partition's stored next offset reaches its
+    /// value and no record came for `idle_stop` (replays and the bench);
+    /// `None` runs until shutdown.
+    pub stop_at: Option<HashMap<Part, i64>>,
+    /// See `stop_at`. Some brokers (tansu 0.6) report a too-low high
+    /// watermark, so replays wait for the log to go quiet as well.
+    pub idle_stop: Duration,
+    /// Progress bar advanced per record handled.
+    pub progress: Option<ProgressBar>,
+}
+
+/// Totals of one run.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RunSummary {
+    /// Records handled (counted, duplicate, late or dead-lettered).
+    pub records: u64,
+    /// Pings counted for the first time.
+    pub counted: u64,
+    /// Duplicates (in memory or in `seen`).
+    pub duplicates: u64,
+    /// (ping, window) pairs past their grace.
+    pub late: u64,
+    /// Records sent to a dead-letter topic.
+    pub dead_letters: u64,
+    /// When the first committed batch started processing.
+    pub first_batch: Option<std::time::Instant>,
+    /// When the last batch committed.
+    pub last_commit: Option<std::time::Instant>,
+}
+
+impl RunSummary {
+    /// Seconds from the first batch to the last commit (the busy span,
+    /// without connecting and joining the group).
+    pub fn busy_secs(&self) -> f64 {
+        match (self.first_batch, self.last_commit) {
+            (Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
+            _ => 0.0,
+        }
+    }
+}
+
+struct Processor {
+    opts: RunOptions,
+    client: Option<Client>,
+    core: Core,
+    dlq: DeadLetters,
+    done: CancellationToken,
+    summary: RunSummary,
+    lookup: Arc<BaseConsumer>,
+    last_record: std::time::Instant,
+    /// The batch being committed in the background, if any.
+    inflight: Option<tokio::task::JoinHandle<Result<Settled, AggregateError>>>,
+    target: Target,
+    /// Next offsets committed to Postgres, per partition.
+    committed: HashMap<Part, i64>,
+}
+
+impl Processor {
+    fn fail(&self, e: AggregateError) -> RuntimeError {
+        e.into_runtime(&self.opts.name)
+    }
+
+    async fn client(&mut self) -> Result<&mut Client, RuntimeError> {
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            let c = store::connect(&self.opts.database_url)
+                .await
+                .map_err(|e| self.fail(e))?;
+            self.client = Some(c);
+        }
+        Ok(self.client.as_mut().expect("connected above"))
+    }
+
+    async fn load(&mut self, parts: &[Part]) -> Result<Vec<Position>, RuntimeError> {
+        self.settle().await?;
+        let schema = self.opts.settings.schema.clone();
+        let client = self.client().await?;
+        let stored = store::load_positions(client, &schema, parts)
+            .await
+            .map_err(|e| e.into_runtime("aggregate"))?;
+        let boundaries = self.batch_starts(&stored).await;
+        let mut seek = Vec::new();
+        for p in parts {
+            let (next, wm) = match (stored.get(p), &self.opts.start) {
+                (Some(s), _) => (s.next_offset, s.watermark),
+                (None, StartAt::Offsets(o)) => (o.get(p).copied().unwrap_or(0), i64::MIN),
+                (None, StartAt::Beginning) => (0, i64::MIN),
+            };
+            self.core.assign(p.clone(), next, wm);
+            self.committed.insert(p.clone(), next);
+            let at = boundaries
+                .get(p)
+                .copied()
+                .filter(|b| *b <= next)
+                .unwrap_or(next);
+            seek.push(Position {
+                topic: p.0.clone(),
+                partition: p.1,
+                next_offset: at,
+            });
+        }
+        self.check_done();
+        Ok(seek)
+    }
+
+    /// Where to seek for each stored partition: the offset the broker finds
+    /// for the last committed record's timestamp (at or before the stored
+    /// offset). Seeking to the stored offset itself would do on Apache
+    /// Kafka, but tansu 0.6 returns nothing for a fetch that starts inside
+    /// a record batch, and its time index answers with batch starts. The
+    /// few records re-read are skipped by offset.
+    async fn batch_starts(&self, stored: &HashMap<Part, store::Stored>) -> HashMap<Part, i64> {
+        let mut tpl = TopicPartitionList::new();
+        for (p, s) in stored {
+            if s.resume_ts > 0
+                && tpl
+                    .add_partition_offset(&p.0, p.1, Offset::Offset(s.resume_ts))
+                    .is_err()
+            {
+                continue;
+            }
+        }
+        if tpl.count() == 0 {
+            return HashMap::new();
+        }
+        let lookup = self.lookup.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            lookup.offsets_for_times(tpl, Duration::from_secs(10))
+        })
+        .await;
+        match found {
+            Ok(Ok(tpl)) => tpl
+                .elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    Offset::Offset(o) if o >= 0 => {
+                        Some(((e.topic().to_string(), e.partition()), o))
+                    }
+                    _ => None,
+                })
+                .collect(),
+            Ok(Err(e)) => {
+                tracing::warn!(component = %self.opts.name, error = %e, "offset-for-time lookup failed; seeking to the stored offsets");
+                HashMap::new()
+            }
+            Err(e) => {
+                tracing::warn!(component = %self.opts.name, error = %e, "offset-for-time lookup panicked; seeking to the stored offsets");
+                HashMap::new()
+            }
+        }
+    }
+
+    /// Waits for the batch in flight; returns the positions it committed.
+    async fn settle(&mut self) -> Result<Vec<Position>, RuntimeError> {
+        let Some(handle) = self.inflight.take() else {
+            return Ok(Vec::new());
+        };
+        let settled = match handle.await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::error!(component = %self.opts.name, error = %e, "batch could not be committed; stopping (a restart resumes from the offsets in Postgres)");
+                return Err(RuntimeError::Component {
+                    component: self.opts.name.clone(),
+                    message: e.to_string(),
+                    retryable: false,
+                });
+            }
+            Err(e) => {
+                return Err(RuntimeError::Component {
+                    component: self.opts.name.clone(),
+                    message: format!("commit task failed: {e}"),
+                    retryable: false,
+                })
+            }
+        };
+        self.client = Some(settled.client);
+        let (c, b) = (settled.committed, settled.batch);
+        let name = self.opts.name.clone();
+        metrics::counter!("pushflow_records_out_total", "component" => name.clone())
+            .increment(c.counted);
+        metrics::counter!("pushflow_aggregate_duplicates_total", "component" => name.clone())
+            .increment(c.duplicates + b.staged.duplicates);
+        metrics::counter!("pushflow_aggregate_late_events_total", "component" => name.clone())
+            .increment(c.late);
+        metrics::histogram!("pushflow_aggregate_commit_seconds", "component" => name)
+            .record(b.started.elapsed().as_secs_f64());
+        self.summary.records += b.handled;
+        self.summary.counted += c.counted;
+        self.summary.duplicates += c.duplicates + b.staged.duplicates;
+        self.summary.late += c.late;
+        self.summary.dead_letters += b.dead;
+        self.summary.first_batch.get_or_insert(b.started);
+        self.summary.last_commit = Some(std::time::Instant::now());
+        if let Some(pb) = &self.opts.progress {
+            pb.inc(b.handled);
+        }
+        tracing::debug!(component = %self.opts.name, records = b.handled, counted = c.counted, late = c.late, ms = b.started.elapsed().as_millis() as u64, "batch committed");
+        let mut positions = Vec::new();
+        for (part, (next, _)) in b.staged.parts.iter().zip(&b.staged.positions) {
+            let e = self.committed.entry(part.clone()).or_insert(*next);
+            *e = (*e).max(*next);
+            positions.push(Position {
+                topic: part.0.clone(),
+                partition: part.1,
+                next_offset: *next,
+            });
+        }
+        self.check_done();
+        Ok(positions)
+    }
+
+    fn check_done(&self) {
+        let Some(stop) = &self.opts.stop_at else {
+            return;
+        };
+        if self.last_record.elapsed() < self.opts.idle_stop {
+            return;
+        }
+        let reached = stop
+            .iter()
+            .all(|(p, end)| *end <= 0 || self.committed.get(p).is_some_and(|n| *n >= *end));
+        if reached {
+            self.done.cancel();
+        }
+    }
+
+    fn kind(&self, topic: &str) -> PingKind {
+        PingKind::for_topic(topic).unwrap_or(PingKind::Delivered)
+    }
+}
+
+#[async_trait]
+impl Handler for Processor {
+    async fn assigned(
+        &mut self,
+        partitions: &[(String, i32)],
+    ) -> Result<Vec<Position>, RuntimeError> {
+        self.load(partitions).await
+    }
+
+    async fn revoked(&mut self, partitions: &[(String, i32)]) -> Result<(), RuntimeError> {
+        self.settle().await?;
+        for p in partitions {
+            self.committed.remove(p);
+            self.core.revoke(p);
+        }
+        Ok(())
+    }
+
+    async fn process(&mut self, batch: Vec<Record>) -> Result<Durable, RuntimeError> {
+        let started = std::time::Instant::now();
+        self.last_record = started;
+        let mut missing: Vec<Part> = batch
+            .iter()
+            .filter(|r| !self.core.owns(&r.topic, r.partition))
+            .map(|r| (r.topic.clone(), r.partition))
+            .collect();
+        missing.sort();
+        missing.dedup();
+        if !missing.is_empty() {
+            self.load(&missing).await?;
+        }
+        let mut staged = Staged::default();
+        let mut dead = 0;
+        for r in &batch {
+            let Some(slot) =
+                self.core
+                    .admit(&mut staged, &r.topic, r.partition, r.offset, r.timestamp_ms)
+            else {
+                continue;
+            };
+            let Some(bytes) = r.payload.as_deref() else {
+                self.dlq.send(r, "record has no value: send an Avro notification event in the Confluent wire format").await?;
+                dead += 1;
+                continue;
+            };
+            match decode(&self.opts.codec, self.kind(&r.topic), bytes).await {
+                Ok(ping) => self.core.stage(&mut staged, slot, r.offset, ping),
+                Err(e) if e.is_retryable() => return Err(e.into()),
+                Err(e) => {
+                    self.dlq.send(r, &e.to_string()).await?;
+                    dead += 1;
+                }
+            }
+        }
+        let handled = batch.len() as u64 - staged.skipped;
+        // Optimistic: the next batch is staged against this one; if this
+        // one can never commit, the processor stops (see `pipeline`).
+        self.core.apply(&staged);
+        let done = self.settle().await?;
+        let next = Batch {
+            staged,
+            handled,
+            dead,
+            started,
+        };
+        self.inflight = Some(pipeline::spawn(
+            self.target.clone(),
+            self.client.take(),
+            next,
+        ));
+        Ok(Durable::UpTo(done))
+    }
+
+    async fn tick(&mut self) -> Result<Durable, RuntimeError> {
+        let done = if self.inflight.as_ref().is_some_and(|h| h.is_finished()) {
+            self.settle().await?
+        } else {
+            Vec::new()
+        };
+        self.check_done();
+        Ok(if done.is_empty() {
+            Durable::Nothing
+        } else {
+            Durable::UpTo(done)
+        })
+    }
+
+    async fn close(&mut self) -> Result<Durable, RuntimeError> {
+        Ok(Durable::UpTo(self.settle().await?))
+    }
+}
+
+/// Runs the aggregate until `shutdown` (or `opts.stop_at`): connects to
+/// Postgres, migrates, then consumes.
+pub async fn run(
+    opts: RunOptions,
+    shutdown: CancellationToken,
+) -> Result<RunSummary, AggregateError> {
+    let mut client = store::connect(&opts.database_url).await?;
+    store::migrate(&mut client, &opts.settings.schema).await?;
+    let producer = Producer::new(&opts.brokers, &opts.passthrough, Duration::from_secs(30))?;
+    let mut settings =
+        ConsumerSettings::new(&opts.name, &opts.brokers, &opts.group, opts.inputs.clone());
+    settings.passthrough = opts.passthrough.clone();
+    settings
+        .passthrough
+        .entry("fetch.max.bytes".into())
+        .or_insert_with(|| "104857600".into());
+    settings.max_batch = opts.settings.max_batch;
+    settings.max_wait = Duration::from_millis(100);
+    settings.tick = Duration::from_millis(200);
+    let done = shutdown.child_token();
+    let mut p = Processor {
+        core: Core::new(
+            opts.settings.windows.clone(),
+            opts.settings.dedup_horizon_ms,
+        ),
+        dlq: DeadLetters::new(producer, opts.name.clone()),
+        client: Some(client),
+        done: done.clone(),
+        summary: RunSummary::default(),
+        last_record: std::time::Instant::now(),
+        inflight: None,
+        committed: HashMap::new(),
+        target: Target {
+            database_url: opts.database_url.clone(),
+            schema: opts.settings.schema.clone(),
+            windows: Arc::new(opts.settings.windows.clone()),
+            component: opts.name.clone(),
+            shutdown: shutdown.clone(),
+        },
+        lookup: Arc::new(
+            pushflow_runtime::kafka::client_config(&opts.brokers, &opts.passthrough)
+                .set("group.id", &opts.group)
+                .create()?,
+        ),
+        opts,
+    };
+    tracing::info!(component = %p.opts.name, schema = %p.opts.settings.schema, inputs = ?p.opts.inputs, "aggregate starting");
+    run_consumer(&settings, &mut p, done).await?;
+    Ok(p.summary)
+}

@@ -1,0 +1,353 @@
+//! Postgres: the database and schema, versioned migrations, and the one
+//! transaction per batch that makes a staged batch durable.
+//!
+//! Tables (schema `aggregate` by default, any plain schema for replays):
+//! - `seen(notification_id, kind)`: every pair ever counted. Primary key
+//!   only (fillfactor 100, no other index): one B-tree entry per pair. On
+//!   Citus it is distributed by `notification_id`.
+//! - `window_stats(store_id, campaign_id, window_size, window_start,
+//!   delivered, clicked)`: primary key starts with `store_id` (the Citus
+//!   distribution column); index `(store_id, window_size, window_start)`
+//!   serves the dashboard's "this store, this window size, this time
+//!   range" query.
+//! - `monthly_totals(store_id, month, impressions, clicks)`, read through
+//!   the view `billing_monthly_impressions` (in `public` for the live schema).
+//! - `late_events`: one row per (ping, window size) it was too late for.
+//! - `offsets(topic, partition, next_offset, watermark_ms)`: the consumer
+//!   position that is truth (Kafka's own commits are informational).
+//! - `migrations(version)`: applied migrations.
+
+use std::collections::HashMap;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, Config, NoTls};
+
+use crate::config::Window;
+use crate::core::{Deltas, Part, PingKind, Staged};
+use crate::AggregateError;
+
+fn pg(context: &str) -> impl FnOnce(tokio_postgres::Error) -> AggregateError + '_ {
+    move |source| AggregateError::Postgres {
+        context: context.to_string(),
+        source,
+    }
+}
+
+/// Connects to `url`, creating the database first if it does not exist.
+pub async fn connect(url: &str) -> Result<Client, AggregateError> {
+    let config: Config = url.parse().map_err(pg("parse the database URL"))?;
+    match config.connect(NoTls).await {
+        Ok((client, conn)) => {
+            tokio::spawn(conn);
+            Ok(client)
+        }
+        Err(e) if e.code() == Some(&SqlState::INVALID_CATALOG_NAME) => {
+            let name = config.get_dbname().unwrap_or("pushflow").to_string();
+            let mut admin = config.clone();
+            admin.dbname("postgres");
+            let (client, conn) = admin
+                .connect(NoTls)
+                .await
+                .map_err(pg("connect to database postgres"))?;
+            tokio::spawn(conn);
+            match client
+                .batch_execute(&format!(
+                    "CREATE DATABASE \"{}\"",
+                    name.replace('"', "\"\"")
+                ))
+                .await
+            {
+                Err(e)
+                    if e.code() != Some(&SqlState::DUPLICATE_DATABASE)
+                        && e.code() != Some(&SqlState::UNIQUE_VIOLATION) =>
+                {
+                    return Err(pg("create the database")(e))
+                }
+                _ => {}
+            }
+            tracing::info!(database = %name, "created database");
+            let (client, conn) = config.connect(NoTls).await.map_err(pg("connect"))?;
+            tokio::spawn(conn);
+            Ok(client)
+        }
+        Err(e) => Err(pg("connect")(e)),
+    }
+}
+
+fn migrations(s: &str) -> Vec<(i32, String)> {
+    let view_schema = if s == "aggregate" { "public" } else { s };
+    vec![
+        (
+            1,
+            format!(
+                "CREATE TABLE {s}.seen (notification_id text NOT NULL, kind smallint NOT NULL,
+                    PRIMARY KEY (notification_id, kind)) WITH (fillfactor = 100);
+                 CREATE TABLE {s}.window_stats (store_id text NOT NULL, campaign_id text NOT NULL,
+                    window_size interval NOT NULL, window_start timestamptz NOT NULL,
+                    delivered bigint NOT NULL DEFAULT 0, clicked bigint NOT NULL DEFAULT 0,
+                    PRIMARY KEY (store_id, campaign_id, window_size, window_start));
+                 CREATE INDEX window_stats_store_time ON {s}.window_stats (store_id, window_size, window_start);
+                 CREATE TABLE {s}.monthly_totals (store_id text NOT NULL, month date NOT NULL,
+                    impressions bigint NOT NULL DEFAULT 0, clicks bigint NOT NULL DEFAULT 0,
+                    PRIMARY KEY (store_id, month));
+                 CREATE TABLE {s}.late_events (store_id text NOT NULL, campaign_id text NOT NULL,
+                    notification_id text NOT NULL, kind smallint NOT NULL, occurred_at timestamptz NOT NULL,
+                    window_size interval NOT NULL, topic text NOT NULL, partition int NOT NULL,
+                    kafka_offset bigint NOT NULL, recorded_at timestamptz NOT NULL DEFAULT now(),
+                    PRIMARY KEY (store_id, notification_id, kind, window_size));
+                 CREATE TABLE {s}.offsets (topic text NOT NULL, partition int NOT NULL,
+                    next_offset bigint NOT NULL, watermark_ms bigint NOT NULL, resume_ts_ms bigint NOT NULL DEFAULT 0,
+                    updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (topic, partition));"
+            ),
+        ),
+        (
+            2,
+            format!(
+                "CREATE OR REPLACE VIEW {view_schema}.billing_monthly_impressions AS
+                    SELECT store_id::text AS store_id, month::date AS month,
+                           impressions::bigint AS impressions, clicks::bigint AS clicks
+                    FROM {s}.monthly_totals;"
+            ),
+        ),
+    ]
+}
+
+/// Creates the schema and applies missing migrations, under an advisory
+/// lock so that two instances starting at once apply each exactly once.
+pub async fn migrate(client: &mut Client, schema: &str) -> Result<(), AggregateError> {
+    let tx = client.transaction().await.map_err(pg("begin migrations"))?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('pushflow.aggregate.migrations'))",
+        &[],
+    )
+    .await
+    .map_err(pg("take the migration lock"))?;
+    tx.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema};
+         CREATE TABLE IF NOT EXISTS {schema}.migrations (version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());"
+    ))
+    .await
+    .map_err(pg("create the schema"))?;
+    let done: Vec<i32> = tx
+        .query(&format!("SELECT version FROM {schema}.migrations"), &[])
+        .await
+        .map_err(pg("read migrations"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for (version, sql) in migrations(schema) {
+        if done.contains(&version) {
+            continue;
+        }
+        tx.batch_execute(&sql)
+            .await
+            .map_err(pg("apply a migration"))?;
+        tx.execute(
+            &format!("INSERT INTO {schema}.migrations (version) VALUES ($1)"),
+            &[&version],
+        )
+        .await
+        .map_err(pg("record a migration"))?;
+        tracing::info!(schema, version, "applied aggregate migration");
+    }
+    tx.commit().await.map_err(pg("commit migrations"))
+}
+
+/// A partition's stored position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    /// Next offset to count.
+    pub next_offset: i64,
+    /// Max event time seen.
+    pub watermark: i64,
+    /// Broker timestamp of the last committed record (0: unknown).
+    pub resume_ts: i64,
+}
+
+/// Stored positions of `parts` (absent: never committed).
+pub async fn load_positions(
+    client: &Client,
+    schema: &str,
+    parts: &[Part],
+) -> Result<HashMap<Part, Stored>, AggregateError> {
+    let topics: Vec<&str> = parts.iter().map(|p| p.0.as_str()).collect();
+    let partitions: Vec<i32> = parts.iter().map(|p| p.1).collect();
+    let rows = client
+        .query(
+            &format!("SELECT o.topic, o.partition, o.next_offset, o.watermark_ms, o.resume_ts_ms FROM {schema}.offsets o
+                      JOIN unnest($1::text[], $2::int[]) AS u(topic, partition) USING (topic, partition)"),
+            &[&topics, &partitions],
+        )
+        .await
+        .map_err(pg("load stored offsets"))?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            (
+                (r.get(0), r.get(1)),
+                Stored {
+                    next_offset: r.get(2),
+                    watermark: r.get(3),
+                    resume_ts: r.get(4),
+                },
+            )
+        })
+        .collect())
+}
+
+/// What a committed batch did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Committed {
+    /// Pings counted (first time ever).
+    pub counted: u64,
+    /// Candidates Postgres already had in `seen`.
+    pub duplicates: u64,
+    /// (ping, window) pairs past their grace.
+    pub late: u64,
+}
+
+/// Makes `staged` durable in ONE transaction: `seen` pairs, window and
+/// monthly deltas, late events and the partitions' offsets.
+pub async fn commit(
+    client: &mut Client,
+    schema: &str,
+    windows: &[Window],
+    staged: &Staged,
+) -> Result<Committed, AggregateError> {
+    let s = schema;
+    let tx = client.transaction().await.map_err(pg("begin batch"))?;
+    let ids: Vec<&str> = staged
+        .candidates
+        .iter()
+        .map(|c| c.ping.notification_id.as_str())
+        .collect();
+    let kinds: Vec<i16> = staged
+        .candidates
+        .iter()
+        .map(|c| c.ping.kind.code())
+        .collect();
+    let mut fresh = std::collections::HashSet::new();
+    if !ids.is_empty() {
+        let rows = tx
+            .query(
+                &format!("INSERT INTO {s}.seen (notification_id, kind) SELECT * FROM unnest($1::text[], $2::smallint[])
+                          ON CONFLICT DO NOTHING RETURNING notification_id, kind"),
+                &[&ids, &kinds],
+            )
+            .await
+            .map_err(pg("insert seen pairs"))?;
+        for r in &rows {
+            let kind = if r.get::<_, i16>(1) == PingKind::Clicked.code() {
+                PingKind::Clicked
+            } else {
+                PingKind::Delivered
+            };
+            fresh.insert((r.get::<_, String>(0), kind));
+        }
+    }
+    let is_new: Vec<bool> = staged
+        .candidates
+        .iter()
+        .map(|c| fresh.contains(&(c.ping.notification_id.clone(), c.ping.kind)))
+        .collect();
+    let d = crate::core::deltas(windows, staged, &is_new);
+    write_deltas(&tx, s, staged, &d).await?;
+    let topics: Vec<&str> = staged.parts.iter().map(|p| p.0.as_str()).collect();
+    let partitions: Vec<i32> = staged.parts.iter().map(|p| p.1).collect();
+    let next: Vec<i64> = staged.positions.iter().map(|p| p.0).collect();
+    let wm: Vec<i64> = staged.positions.iter().map(|p| p.1).collect();
+    tx.execute(
+        &format!("INSERT INTO {s}.offsets AS o (topic, partition, next_offset, watermark_ms, resume_ts_ms)
+                  SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[], $5::bigint[])
+                  ON CONFLICT (topic, partition) DO UPDATE SET next_offset = GREATEST(o.next_offset, excluded.next_offset),
+                     watermark_ms = GREATEST(o.watermark_ms, excluded.watermark_ms),
+                     resume_ts_ms = CASE WHEN excluded.resume_ts_ms > 0 AND excluded.next_offset >= o.next_offset THEN excluded.resume_ts_ms ELSE o.resume_ts_ms END,
+                     updated_at = now()"),
+        &[&topics, &partitions, &next, &wm, &staged.resume_ts],
+    )
+    .await
+    .map_err(pg("store offsets"))?;
+    tx.commit().await.map_err(pg("commit batch"))?;
+    Ok(Committed {
+        counted: d.counted,
+        duplicates: staged.candidates.len() as u64 - d.counted,
+        late: d.late.len() as u64,
+    })
+}
+
+async fn write_deltas(
+    tx: &tokio_postgres::Transaction<'_>,
+    s: &str,
+    staged: &Staged,
+    d: &Deltas,
+) -> Result<(), AggregateError> {
+    if !d.windows.is_empty() {
+        let keys: Vec<_> = d.windows.keys().collect();
+        let st: Vec<&str> = keys.iter().map(|k| k.0.as_str()).collect();
+        let ca: Vec<&str> = keys.iter().map(|k| k.1.as_str()).collect();
+        let size: Vec<i64> = keys.iter().map(|k| k.2).collect();
+        let start: Vec<i64> = keys.iter().map(|k| k.3).collect();
+        let dl: Vec<i64> = d.windows.values().map(|c| c.delivered).collect();
+        let cl: Vec<i64> = d.windows.values().map(|c| c.clicked).collect();
+        tx.execute(
+            &format!("INSERT INTO {s}.window_stats AS w (store_id, campaign_id, window_size, window_start, delivered, clicked)
+                      SELECT st, ca, sz * interval '1 millisecond', timestamptz 'epoch' + ws * interval '1 millisecond', dl, cl
+                      FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[]) AS u(st, ca, sz, ws, dl, cl)
+                      ON CONFLICT (store_id, campaign_id, window_size, window_start)
+                      DO UPDATE SET delivered = w.delivered + excluded.delivered, clicked = w.clicked + excluded.clicked"),
+            &[&st, &ca, &size, &start, &dl, &cl],
+        )
+        .await
+        .map_err(pg("upsert window stats"))?;
+    }
+    if !d.monthly.is_empty() {
+        let st: Vec<&str> = d.monthly.keys().map(|k| k.0.as_str()).collect();
+        let mo: Vec<&str> = d.monthly.keys().map(|k| k.1.as_str()).collect();
+        let im: Vec<i64> = d.monthly.values().map(|c| c.delivered).collect();
+        let cl: Vec<i64> = d.monthly.values().map(|c| c.clicked).collect();
+        tx.execute(
+            &format!("INSERT INTO {s}.monthly_totals AS m (store_id, month, impressions, clicks)
+                      SELECT st, mo::date, im, cl FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS u(st, mo, im, cl)
+                      ON CONFLICT (store_id, month)
+                      DO UPDATE SET impressions = m.impressions + excluded.impressions, clicks = m.clicks + excluded.clicks"),
+            &[&st, &mo, &im, &cl],
+        )
+        .await
+        .map_err(pg("upsert monthly totals"))?;
+    }
+    if !d.late.is_empty() {
+        let rows: Vec<_> = d
+            .late
+            .iter()
+            .map(|(i, size)| (&staged.candidates[*i], *size))
+            .collect();
+        let st: Vec<&str> = rows.iter().map(|(c, _)| c.ping.store_id.as_str()).collect();
+        let ca: Vec<&str> = rows
+            .iter()
+            .map(|(c, _)| c.ping.campaign_id.as_str())
+            .collect();
+        let ids: Vec<&str> = rows
+            .iter()
+            .map(|(c, _)| c.ping.notification_id.as_str())
+            .collect();
+        let kinds: Vec<i16> = rows.iter().map(|(c, _)| c.ping.kind.code()).collect();
+        let at: Vec<i64> = rows.iter().map(|(c, _)| c.ping.occurred_at).collect();
+        let sizes: Vec<i64> = rows.iter().map(|(_, s)| *s).collect();
+        let topics: Vec<&str> = rows
+            .iter()
+            .map(|(c, _)| staged.parts[c.part].0.as_str())
+            .collect();
+        let parts: Vec<i32> = rows.iter().map(|(c, _)| staged.parts[c.part].1).collect();
+        let offsets: Vec<i64> = rows.iter().map(|(c, _)| c.offset).collect();
+        tx.execute(
+            &format!("INSERT INTO {s}.late_events (store_id, campaign_id, notification_id, kind, occurred_at, window_size, topic, partition, kafka_offset)
+                      SELECT st, ca, n, k, timestamptz 'epoch' + t * interval '1 millisecond', sz * interval '1 millisecond', tp, p, o
+                      FROM unnest($1::text[], $2::text[], $3::text[], $4::smallint[], $5::bigint[], $6::bigint[], $7::text[], $8::int[], $9::bigint[])
+                        AS u(st, ca, n, k, t, sz, tp, p, o)
+                      ON CONFLICT DO NOTHING"),
+            &[&st, &ca, &ids, &kinds, &at, &sizes, &topics, &parts, &offsets],
+        )
+        .await
+        .map_err(pg("record late events"))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,330 @@
+//! The aggregate against the real broker, Postgres and schema registry.
+
+mod common;
+
+use common::*;
+use pushflow_aggregate::replay::{replay, ReplayOptions};
+use pushflow_runtime::CancellationToken;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn billing_view_equals_independent_ground_truth() {
+    let mut w = world("agg-truth").await;
+    let mut pings = workload(1500, 1);
+    // Out of order: the second half first.
+    let half = pings.len() / 2;
+    pings.rotate_left(half);
+    produce(&mut w, &pings).await;
+    let s = pushflow_aggregate::run(options(&w, 400), CancellationToken::new())
+        .await
+        .unwrap();
+    let truth = truth(&pings);
+    assert!(
+        truth.keys().any(|k| k.1 == "2026-01-01") && truth.keys().any(|k| k.1 == "2026-02-01"),
+        "workload crosses a month boundary"
+    );
+    assert_eq!(billed(&w.database_url).await, truth);
+    assert!(s.duplicates > 0 && s.late > 0, "{s:?}");
+
+    // Late events are reported, not dropped: every 1-minute window count plus
+    // the 1-minute late rows equals the billed total.
+    let c = client(&w.database_url).await;
+    let row = c
+        .query_one(
+            "SELECT (SELECT coalesce(sum(delivered + clicked), 0)::bigint FROM aggregate.window_stats WHERE window_size = interval '1 minute'),
+                    (SELECT count(*) FROM aggregate.late_events WHERE window_size = interval '1 minute'),
+                    (SELECT sum(impressions + clicks)::bigint FROM aggregate.monthly_totals)",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (windowed, late, total): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    assert!(late > 0);
+    assert_eq!(windowed + late, total);
+
+    // A second run over the same log with a new consumer group (Kafka
+    // offsets lost) changes nothing: the stored offsets and `seen` hold.
+    pushflow_aggregate::run(options(&w, 1000), CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(billed(&w.database_url).await, truth);
+
+    // `pushflow billing` reads the same view.
+    let rows = pushflow_aggregate::billing::rows(&w.database_url, "2026-02", Some("store-1"))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (rows[0].impressions, rows[0].clicks),
+        truth[&("store-1".to_string(), "2026-02-01".to_string())]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_reproduces_the_live_aggregates() {
+    let mut w = world("agg-replay").await;
+    let pings = workload(800, 2);
+    produce(&mut w, &pings).await;
+    pushflow_aggregate::run(options(&w, 300), CancellationToken::new())
+        .await
+        .unwrap();
+    let opts = |into: &str| ReplayOptions {
+        brokers: pushflow_testkit::brokers(),
+        passthrough: passthrough(),
+        inputs: vec![w.delivered.clone(), w.clicked.clone()],
+        database_url: w.database_url.clone(),
+        settings: settings(5000),
+        from_ms: None,
+        into: into.into(),
+        codec: Arc::new(pushflow_runtime::codec::Codec::for_registry(&w.registry).unwrap()),
+        progress: false,
+    };
+    let report = replay(opts("aggregate_replay_a")).await.unwrap();
+    assert_eq!(report.difference_count, 0, "{report}");
+    assert!(report.to_string().contains("no difference"));
+    assert_eq!(report.summary.records as usize, pings.len());
+
+    // Tamper with a live row: the next replay must point at it.
+    client(&w.database_url).await.batch_execute("UPDATE aggregate.monthly_totals SET impressions = impressions + 1 WHERE store_id = 'store-2' AND month = '2026-02-01'").await.unwrap();
+    let report = replay(opts("aggregate_replay_b")).await.unwrap();
+    assert_eq!(report.difference_count, 1, "{report}");
+    assert!(
+        report.differences[0].starts_with("month store-2 2026-02-01"),
+        "{report}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_records_go_to_the_dlq_and_processing_continues() {
+    let mut w = world("agg-poison").await;
+    let producer = pushflow_runtime::kafka::Producer::new(
+        &pushflow_testkit::brokers(),
+        &BTreeMap::new(),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    produce(&mut w, &[p(false, "before", "s", 1_769_902_200_000)]).await;
+    let d1 = producer
+        .send(&w.delivered, Some(b"bad-1"), b"{\"json\": true}", &[])
+        .await
+        .unwrap();
+    let d2 = producer
+        .send(
+            &w.delivered,
+            Some(b"bad-2"),
+            &[0, 0, 0, 0x7f, 0x11, 2, 3],
+            &[],
+        )
+        .await
+        .unwrap();
+    w.note([(w.delivered.clone(), d1), (w.delivered.clone(), d2)]);
+    produce(
+        &mut w,
+        &[
+            p(false, "after", "s", 1_769_902_260_000),
+            p(true, "after", "s", 1_769_902_270_000),
+        ],
+    )
+    .await;
+    let s = pushflow_aggregate::run(options(&w, 100), CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!((s.counted, s.dead_letters), (3, 2), "{s:?}");
+    assert_eq!(
+        billed(&w.database_url).await,
+        BTreeMap::from([(("s".to_string(), "2026-01-01".to_string()), (2, 1))])
+    );
+
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", pushflow_testkit::brokers())
+        .set("group.id", pushflow_testkit::unique("dlq-reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer
+        .subscribe(&[&format!("{}.dlq", w.delivered)])
+        .unwrap();
+    let mut reasons = BTreeMap::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while reasons.len() < 2 && std::time::Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).to_string();
+            let why = m.headers().and_then(|h| {
+                h.iter()
+                    .find(|h| h.key == "pushflow.dlq.error")
+                    .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).to_string()))
+            });
+            reasons.insert(key, why.unwrap_or_default());
+        }
+    }
+    assert!(reasons["bad-1"].contains("wrong magic byte"), "{reasons:?}");
+    assert!(
+        reasons["bad-2"].contains("unknown schema id"),
+        "{reasons:?}"
+    );
+}
+
+const CHILD_ENV: &str = "PUSHFLOW_AGGREGATE_CRASH_CHILD";
+
+/// Run by `kill_dash_nine_…` as a child process; does nothing otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "child process of kill_dash_nine_several_times_still_gives_exact_totals"]
+async fn crash_child() {
+    let Ok(json) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let w: World = serde_json::from_str(&json).unwrap();
+    pushflow_runtime::telemetry::init_tracing(false);
+    eprintln!("child {} starting", std::process::id());
+    let mut opts = options(&w, 200);
+    opts.name = "aggregate-crash-child".into();
+    let s = pushflow_aggregate::run(opts, CancellationToken::new())
+        .await
+        .unwrap();
+    eprintln!("child {} finished: {s:?}", std::process::id());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_dash_nine_several_times_still_gives_exact_totals() {
+    use rand::Rng;
+    let mut w = world("agg-crash").await;
+    let pings = workload(6000, 3);
+    produce(&mut w, &pings).await;
+    let exe = std::env::current_exe().unwrap();
+    let spawn = || {
+        std::process::Command::new(&exe)
+            .args(["--exact", "crash_child", "--nocapture", "--include-ignored"])
+            .env(CHILD_ENV, serde_json::to_string(&w).unwrap())
+            .stdout(std::process::Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(std::env::temp_dir().join("aggregate-crash-child.log"))
+                    .unwrap(),
+            )
+            .spawn()
+            .unwrap()
+    };
+    // Kill each child at a random point of progress (offsets committed in
+    // Postgres), so every kill lands mid-run.
+    let total: i64 = w.ends.iter().map(|e| e.2).sum();
+    let mut db = pushflow_aggregate::store::connect(&w.database_url)
+        .await
+        .unwrap();
+    pushflow_aggregate::store::migrate(&mut db, "aggregate")
+        .await
+        .unwrap();
+    let mut committed = 0;
+    for round in 0..4 {
+        let target =
+            committed + rand::rng().random_range(1..=((total - committed) / (5 - round)).max(1));
+        let mut child = spawn();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("child exited before the kill: {status}");
+            }
+            committed = committed_offsets(&db).await;
+            if committed >= target {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "child made no progress"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        committed = committed_offsets(&db).await;
+    }
+    assert!(committed < total, "the kills all landed mid-run");
+    let mut child = spawn();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "final child did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(child.wait().unwrap().success());
+    assert_eq!(billed(&w.database_url).await, truth(&pings));
+}
+
+async fn committed_offsets(c: &tokio_postgres::Client) -> i64 {
+    c.query_one(
+        "SELECT coalesce(sum(next_offset), 0)::bigint FROM aggregate.offsets",
+        &[],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+#[test]
+fn validate_accepts_the_repository_topology_and_names_bad_fields() {
+    let t = pushflow_testkit::topology_with(
+        "127.0.0.1:1",
+        "http://127.0.0.1:1",
+        "postgres://x@127.0.0.1:1/x",
+    );
+    let spec = t
+        .component("aggregate")
+        .expect("topology.yaml has an aggregate")
+        .clone();
+    assert!(pushflow_aggregate::validate(&spec, &t).is_ok());
+    let mut bad = spec.clone();
+    bad.inputs = vec!["campaign.created".into()];
+    assert_eq!(
+        pushflow_aggregate::validate(&bad, &t).err().unwrap().0,
+        "inputs"
+    );
+    let mut bad = spec;
+    bad.settings = serde_yaml::from_str("windows: [{size: 1m, grace: soon}]").unwrap();
+    assert_eq!(
+        pushflow_aggregate::validate(&bad, &t).err().unwrap().0,
+        "settings.windows[0].grace"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_migrating_at_once_apply_each_migration_once() {
+    let (_, url) = pushflow_testkit::fresh_database("aggregate_migrate");
+    // The first connect creates the database; then two race on migrations.
+    drop(pushflow_aggregate::store::connect(&url).await.unwrap());
+    let (mut a, mut b) = (
+        pushflow_aggregate::store::connect(&url).await.unwrap(),
+        pushflow_aggregate::store::connect(&url).await.unwrap(),
+    );
+    let (ra, rb) = tokio::join!(
+        pushflow_aggregate::store::migrate(&mut a, "aggregate"),
+        pushflow_aggregate::store::migrate(&mut b, "aggregate")
+    );
+    ra.unwrap();
+    rb.unwrap();
+    let versions: Vec<i32> = a
+        .query(
+            "SELECT version FROM aggregate.migrations ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, vec![1, 2]);
+    let view = a
+        .query_one(
+            "SELECT count(*) FROM information_schema.views WHERE table_schema = 'public' AND table_name = 'billing_monthly_impressions'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(view.get::<_, i64>(0), 1);
+}

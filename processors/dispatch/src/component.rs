@@ -1,0 +1,237 @@
+//! dispatch as a component of `pushflow up` (type `dispatch`): a pure
+//! [`validate`], then [`Dispatch::run_until`] connects and runs the view
+//! loop and the batch loop until shutdown.
+
+use async_trait::async_trait;
+use pushflow_runtime::codec::Codec;
+use pushflow_runtime::component::{Component, Context};
+use pushflow_runtime::http::Health;
+use pushflow_runtime::kafka::{run_consumer, ConsumerSettings, DeadLetters, Producer};
+use pushflow_runtime::token::PingKeys;
+use pushflow_runtime::topology::{ComponentSpec, Topology};
+use pushflow_runtime::{CancellationToken, RuntimeError};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::batch::BatchCodec;
+use crate::config::{Checked, DispatchSettings};
+use crate::send::BatchHandler;
+use crate::sender::{Sender, SenderConfig};
+use crate::shared::{Shared, Topics};
+use crate::store::Store;
+use crate::vapid::{VapidCache, VapidKey};
+use crate::view::ViewHandler;
+use crate::DispatchError;
+
+/// A validated dispatch, ready to connect.
+pub struct Dispatch {
+    /// Component name.
+    pub name: String,
+    /// Checked settings.
+    pub settings: Checked,
+    /// Topic names.
+    pub topics: Topics,
+    /// VAPID key.
+    pub vapid: Arc<VapidKey>,
+    /// Ping-token keys.
+    pub ping: PingKeys,
+    /// Whether http:// endpoints are allowed.
+    pub allow_insecure: bool,
+    /// Kafka bootstrap servers.
+    pub brokers: String,
+    /// librdkafka pass-through.
+    pub kafka: BTreeMap<String, String>,
+    /// Postgres URL.
+    pub database_url: String,
+    /// Schema registry URL.
+    pub registry_url: String,
+    /// Consumer group of the view loop (`<group>-batches` for batches).
+    pub group: String,
+}
+
+/// The VAPID key from `PUSHFLOW_VAPID_PRIVATE_KEY`, else the PEM file of
+/// the settings, else a fresh one (logged: push services will refuse
+/// subscriptions made with another key, so set one in production).
+pub fn load_vapid_key(settings: &DispatchSettings) -> Result<VapidKey, DispatchError> {
+    if let Ok(raw) = std::env::var("PUSHFLOW_VAPID_PRIVATE_KEY") {
+        if !raw.trim().is_empty() {
+            return VapidKey::from_base64url(&raw);
+        }
+    }
+    if let Some(path) = &settings.vapid_private_key_file {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            DispatchError::Config(format!("cannot read VAPID key file {path}: {e}"))
+        })?;
+        return VapidKey::from_pem(&text);
+    }
+    let k = VapidKey::generate();
+    tracing::warn!(public_key = %k.public_b64, "no VAPID key configured (PUSHFLOW_VAPID_PRIVATE_KEY or vapid_private_key_file): using a fresh one for this process");
+    Ok(k)
+}
+
+/// Checks a `dispatch` entry of the topology (no network I/O).
+pub fn validate(
+    spec: &ComponentSpec,
+    t: &Topology,
+) -> Result<Box<dyn Component>, (String, String)> {
+    if spec.settings.is_null() {
+        return Err((
+            "settings".into(),
+            "dispatch needs settings with at least vapid_subject: mailto:…".into(),
+        ));
+    }
+    let raw: DispatchSettings = serde_yaml::from_value(spec.settings.clone())
+        .map_err(|e| ("settings".to_string(), e.to_string()))?;
+    let vapid = load_vapid_key(&raw)
+        .map_err(|e| ("settings.vapid_private_key_file".to_string(), e.to_string()))?;
+    let settings = raw.check()?;
+    let topics = Topics::default();
+    let mut inputs = topics.view_inputs();
+    inputs.push(topics.batches.clone());
+    for want in inputs {
+        if !spec.inputs.contains(&want) {
+            return Err((
+                "inputs".into(),
+                format!("dispatch reads {want:?}; add it to inputs"),
+            ));
+        }
+    }
+    for want in [
+        &topics.batches,
+        &topics.dispatched,
+        &topics.failed,
+        &topics.subscription_expired,
+    ] {
+        if !spec.outputs.contains(want) {
+            return Err((
+                "outputs".into(),
+                format!("dispatch writes {want:?}; add it to outputs"),
+            ));
+        }
+    }
+    let ping = PingKeys::from_env().map_err(|e| ("PUSHFLOW_PING_KEYS".to_string(), e))?;
+    let s = &t.services;
+    Ok(Box::new(Dispatch {
+        name: spec.name.clone(),
+        settings,
+        topics,
+        vapid: Arc::new(vapid),
+        ping,
+        allow_insecure: std::env::var("PUSHFLOW_ALLOW_INSECURE_PUSH").is_ok_and(|v| v == "1"),
+        brokers: s.brokers.clone(),
+        kafka: t.kafka.clone(),
+        database_url: s.database_url.clone(),
+        registry_url: s.registry_url.clone(),
+        group: spec.group_id(),
+    }))
+}
+
+impl Dispatch {
+    /// Connects everything dispatch shares between its loops.
+    pub async fn connect(&self) -> Result<Shared, DispatchError> {
+        let mut tries = 0;
+        let store = loop {
+            match Store::connect(&self.database_url).await {
+                Ok(s) => break s,
+                Err(e) if e.is_retryable() && tries < 30 => {
+                    tries += 1;
+                    tracing::warn!(error = %e, "dispatch cannot reach Postgres yet; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let producer = Producer::new(&self.brokers, &self.kafka, Duration::from_secs(60))?;
+        let mut one_per_batch = self.kafka.clone();
+        one_per_batch.insert("batch.num.messages".into(), "1".into());
+        one_per_batch.insert("linger.ms".into(), "0".into());
+        let batch_producer = Producer::new(&self.brokers, &one_per_batch, Duration::from_secs(60))?;
+        let cfg = &self.settings;
+        let sender = Sender::new(
+            VapidCache::new(
+                self.vapid.clone(),
+                &cfg.raw.vapid_subject,
+                cfg.vapid_jwt_ttl,
+            ),
+            SenderConfig {
+                concurrency_per_origin: cfg.raw.concurrency_per_origin,
+                request_timeout: cfg.request_timeout,
+                max_attempts: cfg.raw.max_attempts,
+                retry_base: cfg.retry_base,
+                retry_max: cfg.retry_max,
+                allow_insecure: self.allow_insecure,
+            },
+        )?;
+        Ok(Shared {
+            name: self.name.clone(),
+            store,
+            codec: Arc::new(Codec::for_registry(&self.registry_url)?),
+            batches: Arc::new(BatchCodec::for_registry(
+                &self.registry_url,
+                &self.topics.batches,
+            )?),
+            dlq: DeadLetters::new(producer.clone(), self.name.clone()),
+            producer,
+            batch_producer,
+            sender,
+            ping: self.ping.clone(),
+            topics: Arc::new(self.topics.clone()),
+            cfg: Arc::new(self.settings.clone()),
+        })
+    }
+
+    /// Runs both loops until `shutdown` is cancelled; each drains and
+    /// commits before returning.
+    pub async fn run_until(
+        self,
+        shutdown: CancellationToken,
+        health: Option<Health>,
+    ) -> Result<(), RuntimeError> {
+        let shared = self
+            .connect()
+            .await
+            .map_err(|e| e.into_runtime(&self.name))?;
+        if let Some(h) = &health {
+            h.ok(&self.name);
+        }
+        let mut view_settings = ConsumerSettings::new(
+            &self.name,
+            &self.brokers,
+            &self.group,
+            self.topics.view_inputs(),
+        );
+        view_settings.passthrough = self.kafka.clone();
+        view_settings.max_batch = 5000;
+        let mut batch_settings = ConsumerSettings::new(
+            &self.name,
+            &self.brokers,
+            &format!("{}-batches", self.group),
+            vec![self.topics.batches.clone()],
+        );
+        batch_settings.passthrough = self.kafka.clone();
+        batch_settings
+            .passthrough
+            .insert("max.poll.interval.ms".into(), "900000".into());
+        batch_settings.max_batch = self.settings.raw.parallel_batches;
+        let mut view = ViewHandler {
+            shared: shared.clone(),
+        };
+        let mut batches = BatchHandler { shared };
+        tracing::info!(component = %self.name, group = %self.group, "dispatch running");
+        tokio::try_join!(
+            run_consumer(&view_settings, &mut view, shutdown.clone()),
+            run_consumer(&batch_settings, &mut batches, shutdown.clone()),
+        )?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Component for Dispatch {
+    async fn run(self: Box<Self>, ctx: Context) -> Result<(), RuntimeError> {
+        (*self)
+            .run_until(ctx.shutdown.clone(), Some(ctx.health.clone()))
+            .await
+    }
+}

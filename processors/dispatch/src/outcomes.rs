@@ -1,0 +1,111 @@
+//! One row per decided notification (`dispatch.outcomes`), checked before
+//! sending and marked published once the broker acknowledged its events.
+
+use std::collections::HashMap;
+
+use crate::store::{db, Store};
+use crate::DispatchError;
+
+/// A decided notification (`kind` = `dispatched` or a failure kind).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutcomeRow {
+    /// Deterministic notification id.
+    pub notification_id: String,
+    /// Campaign.
+    pub campaign_id: String,
+    /// Subscriber.
+    pub subscriber_id: String,
+    /// Store.
+    pub store_id: String,
+    /// `dispatched` or a `FailureKind` symbol.
+    pub kind: String,
+    /// Failure retryable.
+    pub retryable: bool,
+    /// HTTP status.
+    pub status_code: Option<i32>,
+    /// Reason ("" when dispatched).
+    pub error: String,
+    /// Decision time, ms.
+    pub occurred_at: i64,
+    /// Whether its events were acknowledged by the broker.
+    pub published: bool,
+}
+
+impl Store {
+    /// Outcomes already decided among `ids`.
+    pub async fn outcomes(
+        &self,
+        ids: &[String],
+    ) -> Result<HashMap<String, OutcomeRow>, DispatchError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT notification_id, campaign_id, subscriber_id, store_id, kind, retryable, status_code, error, occurred_at, published
+                 FROM dispatch.outcomes WHERE notification_id = ANY($1)",
+                &[&ids],
+            )
+            .await
+            .map_err(db)?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let o = OutcomeRow {
+                    notification_id: r.get(0),
+                    campaign_id: r.get(1),
+                    subscriber_id: r.get(2),
+                    store_id: r.get(3),
+                    kind: r.get(4),
+                    retryable: r.get(5),
+                    status_code: r.get(6),
+                    error: r.get(7),
+                    occurred_at: r.get(8),
+                    published: r.get(9),
+                };
+                (o.notification_id.clone(), o)
+            })
+            .collect())
+    }
+
+    /// Records decided outcomes (unpublished); an existing row wins.
+    pub async fn record(&self, rows: &[OutcomeRow]) -> Result<(), DispatchError> {
+        let v = |f: fn(&OutcomeRow) -> String| rows.iter().map(f).collect::<Vec<String>>();
+        let retryable: Vec<bool> = rows.iter().map(|r| r.retryable).collect();
+        let status: Vec<Option<i32>> = rows.iter().map(|r| r.status_code).collect();
+        let at: Vec<i64> = rows.iter().map(|r| r.occurred_at).collect();
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO dispatch.outcomes (notification_id, campaign_id, subscriber_id, store_id, kind, retryable, status_code, error, occurred_at)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bool[], $7::int[], $8::text[], $9::bigint[])
+                 ON CONFLICT (notification_id) DO NOTHING",
+                &[
+                    &v(|r| r.notification_id.clone()),
+                    &v(|r| r.campaign_id.clone()),
+                    &v(|r| r.subscriber_id.clone()),
+                    &v(|r| r.store_id.clone()),
+                    &v(|r| r.kind.clone()),
+                    &retryable,
+                    &status,
+                    &v(|r| r.error.clone()),
+                    &at,
+                ],
+            )
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// Marks outcomes whose events the broker acknowledged.
+    pub async fn published(&self, ids: &[String]) -> Result<(), DispatchError> {
+        self.client()
+            .await?
+            .execute(
+                "UPDATE dispatch.outcomes SET published = true WHERE notification_id = ANY($1)",
+                &[&ids],
+            )
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,384 @@
+//! Dispatch's state in Postgres (schema `dispatch`): the event-sourced view
+//! of subscriptions and campaigns, launches, and one outcome row per
+//! notification.
+//!
+//! Why Postgres: every dispatch instance reads the same audience (a launch
+//! is planned by whichever instance owns its partition, batches are sent by
+//! any instance), it survives restarts without replaying a year of
+//! `subscription.created`, and a keyset scan over the index
+//! `(store_id, subscriber_id) WHERE NOT expired` pages through millions of
+//! subscribers of one store in constant memory.
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use pushflow_schemas::{CampaignCreated, SubscriptionCreated, SubscriptionExpired, Urgency};
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::NoTls;
+
+use crate::DispatchError;
+
+const SCHEMA_LOCK: i64 = 0x7075_7368_6469_7370;
+
+const DDL: &str = r#"
+CREATE SCHEMA IF NOT EXISTS dispatch;
+CREATE TABLE IF NOT EXISTS dispatch.subscriptions (
+    subscriber_id text PRIMARY KEY,
+    store_id      text NOT NULL,
+    endpoint      text NOT NULL,
+    p256dh        text NOT NULL,
+    auth          text NOT NULL,
+    expired       boolean NOT NULL DEFAULT false,
+    updated_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS subscriptions_active
+    ON dispatch.subscriptions (store_id, subscriber_id) WHERE NOT expired;
+CREATE TABLE IF NOT EXISTS dispatch.campaigns (
+    campaign_id text PRIMARY KEY,
+    store_id    text NOT NULL,
+    title       text NOT NULL,
+    body        text NOT NULL,
+    url         text NOT NULL,
+    icon        text,
+    ttl_seconds integer NOT NULL,
+    urgency     text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dispatch.launches (
+    campaign_id text PRIMARY KEY,
+    store_id    text NOT NULL,
+    planned     boolean NOT NULL DEFAULT false,
+    batches     integer,
+    audience    bigint,
+    launched_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS dispatch.outcomes (
+    notification_id text PRIMARY KEY,
+    campaign_id     text NOT NULL,
+    subscriber_id   text NOT NULL,
+    store_id        text NOT NULL,
+    kind            text NOT NULL,
+    retryable       boolean NOT NULL,
+    status_code     integer,
+    error           text NOT NULL,
+    occurred_at     bigint NOT NULL,
+    published       boolean NOT NULL DEFAULT false
+);
+CREATE INDEX IF NOT EXISTS outcomes_campaign ON dispatch.outcomes (campaign_id);
+"#;
+
+/// A subscription as the view holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// Id.
+    pub subscriber_id: String,
+    /// Push endpoint.
+    pub endpoint: String,
+    /// base64url public key.
+    pub p256dh: String,
+    /// base64url auth secret.
+    pub auth: String,
+    /// Whether it expired.
+    pub expired: bool,
+}
+
+/// The store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+}
+
+pub(crate) fn db(e: impl std::fmt::Display) -> DispatchError {
+    DispatchError::Database(e.to_string())
+}
+
+impl Store {
+    /// Connects (creating the database if missing) and creates the schema.
+    pub async fn connect(url: &str) -> Result<Store, DispatchError> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| DispatchError::Config(format!("database_url: {e}")))?;
+        ensure_database(&config).await?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(8)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(30)))
+            .create_timeout(Some(Duration::from_secs(10)))
+            .build()
+            .map_err(db)?;
+        let mut c = pool.get().await.map_err(db)?;
+        let tx = c.transaction().await.map_err(db)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
+            .await
+            .map_err(db)?;
+        tx.batch_execute(DDL).await.map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(Store { pool })
+    }
+
+    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, DispatchError> {
+        self.pool.get().await.map_err(db)
+    }
+
+    /// Applies `subscription.created` events (a later event for the same
+    /// subscriber updates its keys; an expired one stays expired).
+    pub async fn add_subscriptions(
+        &self,
+        subs: &[SubscriptionCreated],
+    ) -> Result<(), DispatchError> {
+        let mut last: HashMap<&str, &SubscriptionCreated> = HashMap::new();
+        for s in subs {
+            last.insert(&s.subscriber_id, s);
+        }
+        let col = |f: fn(&SubscriptionCreated) -> &str| {
+            last.values().map(|s| f(s).to_string()).collect::<Vec<_>>()
+        };
+        let (ids, stores, eps, keys, auths) = (
+            col(|s| &s.subscriber_id),
+            col(|s| &s.store_id),
+            col(|s| &s.endpoint),
+            col(|s| &s.p256dh),
+            col(|s| &s.auth),
+        );
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO dispatch.subscriptions (subscriber_id, store_id, endpoint, p256dh, auth)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+                 ON CONFLICT (subscriber_id) DO UPDATE SET store_id = EXCLUDED.store_id,
+                   endpoint = EXCLUDED.endpoint, p256dh = EXCLUDED.p256dh, auth = EXCLUDED.auth, updated_at = now()",
+                &[&ids, &stores, &eps, &keys, &auths],
+            )
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// Applies `subscription.expired` events.
+    pub async fn expire_subscriptions(
+        &self,
+        subs: &[SubscriptionExpired],
+    ) -> Result<(), DispatchError> {
+        let ids: Vec<&str> = subs.iter().map(|s| s.subscriber_id.as_str()).collect();
+        let stores: Vec<&str> = subs.iter().map(|s| s.store_id.as_str()).collect();
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO dispatch.subscriptions (subscriber_id, store_id, endpoint, p256dh, auth, expired)
+                 SELECT DISTINCT ON (id) id, st, '', '', '', true FROM unnest($1::text[], $2::text[]) AS u(id, st)
+                 ON CONFLICT (subscriber_id) DO UPDATE SET expired = true, updated_at = now()",
+                &[&ids, &stores],
+            )
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// Stores campaign content (`campaign.created`; the latest wins).
+    pub async fn add_campaign(&self, c: &CampaignCreated) -> Result<(), DispatchError> {
+        let urgency = c.urgency.header_value();
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO dispatch.campaigns (campaign_id, store_id, title, body, url, icon, ttl_seconds, urgency)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 ON CONFLICT (campaign_id) DO UPDATE SET store_id = $2, title = $3, body = $4, url = $5,
+                   icon = $6, ttl_seconds = $7, urgency = $8",
+                &[&c.campaign_id, &c.store_id, &c.title, &c.body, &c.url, &c.icon, &c.ttl_seconds, &urgency],
+            )
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// Campaign content, if `campaign.created` was seen.
+    pub async fn campaign(&self, id: &str) -> Result<Option<CampaignCreated>, DispatchError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT store_id, title, body, url, icon, ttl_seconds, urgency FROM dispatch.campaigns WHERE campaign_id = $1",
+                &[&id],
+            )
+            .await
+            .map_err(db)?;
+        Ok(row.map(|r| {
+            let urgency: String = r.get(6);
+            CampaignCreated {
+                event_id: String::new(),
+                occurred_at: 0,
+                store_id: r.get(0),
+                campaign_id: id.to_string(),
+                title: r.get(1),
+                body: r.get(2),
+                url: r.get(3),
+                icon: r.get(4),
+                ttl_seconds: r.get(5),
+                urgency: match urgency.as_str() {
+                    "very-low" => Urgency::VeryLow,
+                    "low" => Urgency::Low,
+                    "high" => Urgency::High,
+                    _ => Urgency::Normal,
+                },
+            }
+        }))
+    }
+
+    /// Records a launch; returns whether it was already planned.
+    pub async fn launch(&self, campaign_id: &str, store_id: &str) -> Result<bool, DispatchError> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO dispatch.launches (campaign_id, store_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&campaign_id, &store_id],
+        )
+        .await
+        .map_err(db)?;
+        let row = c
+            .query_one(
+                "SELECT planned FROM dispatch.launches WHERE campaign_id = $1",
+                &[&campaign_id],
+            )
+            .await
+            .map_err(db)?;
+        Ok(row.get(0))
+    }
+
+    /// Launched campaigns among `ids` not yet planned.
+    pub async fn waiting_launches(&self, ids: &[String]) -> Result<Vec<String>, DispatchError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT campaign_id FROM dispatch.launches WHERE NOT planned AND campaign_id = ANY($1)",
+                &[&ids],
+            )
+            .await
+            .map_err(db)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Marks a launch planned.
+    pub async fn planned(
+        &self,
+        campaign_id: &str,
+        batches: i32,
+        audience: i64,
+    ) -> Result<(), DispatchError> {
+        self.client()
+            .await?
+            .execute(
+                "UPDATE dispatch.launches SET planned = true, batches = $2, audience = $3 WHERE campaign_id = $1",
+                &[&campaign_id, &batches, &audience],
+            )
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// Up to `limit` active subscribers of `store` after `after` (keyset).
+    pub async fn audience_page(
+        &self,
+        store: &str,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<String>, DispatchError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT subscriber_id FROM dispatch.subscriptions
+                 WHERE store_id = $1 AND NOT expired AND subscriber_id > $2
+                 ORDER BY subscriber_id LIMIT $3",
+                &[&store, &after, &limit],
+            )
+            .await
+            .map_err(db)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Active subscribers of `store` (tests and tools).
+    pub async fn active_count(&self, store: &str) -> Result<i64, DispatchError> {
+        let row = self
+            .client()
+            .await?
+            .query_one(
+                "SELECT count(*) FROM dispatch.subscriptions WHERE store_id = $1 AND NOT expired",
+                &[&store],
+            )
+            .await
+            .map_err(db)?;
+        Ok(row.get(0))
+    }
+
+    /// The subscriptions among `ids` the view knows.
+    pub async fn subscriptions(
+        &self,
+        ids: &[String],
+    ) -> Result<HashMap<String, Subscription>, DispatchError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT subscriber_id, endpoint, p256dh, auth, expired FROM dispatch.subscriptions WHERE subscriber_id = ANY($1)",
+                &[&ids],
+            )
+            .await
+            .map_err(db)?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let s = Subscription {
+                    subscriber_id: r.get(0),
+                    endpoint: r.get(1),
+                    p256dh: r.get(2),
+                    auth: r.get(3),
+                    expired: r.get(4),
+                };
+                (s.subscriber_id.clone(), s)
+            })
+            .collect())
+    }
+}
+
+async fn ensure_database(config: &tokio_postgres::Config) -> Result<(), DispatchError> {
+    let Some(name) = config.get_dbname() else {
+        return Ok(());
+    };
+    match config.connect(NoTls).await {
+        Ok((client, conn)) => {
+            drop(client);
+            let _ = conn.await;
+            return Ok(());
+        }
+        Err(e) if e.code() == Some(&SqlState::INVALID_CATALOG_NAME) => {}
+        Err(e) => return Err(db(e)),
+    }
+    let mut admin = config.clone();
+    admin.dbname("postgres");
+    let (client, conn) = admin.connect(NoTls).await.map_err(db)?;
+    let driver = tokio::spawn(conn);
+    let r = client
+        .batch_execute(&format!(
+            "CREATE DATABASE \"{}\"",
+            name.replace('"', "\"\"")
+        ))
+        .await;
+    drop(client);
+    let _ = driver.await;
+    match r {
+        Ok(()) => Ok(()),
+        Err(e)
+            if e.code() == Some(&SqlState::DUPLICATE_DATABASE)
+                || e.code() == Some(&SqlState::UNIQUE_VIOLATION) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(db(e)),
+    }
+}

@@ -1,0 +1,165 @@
+//! The view loop: applies `subscription.created` / `subscription.expired`
+//! and `campaign.created` to Postgres, and turns each `campaign.launched`
+//! into batch records on the batches topic (planning).
+//!
+//! A launch is planned once its content is known: if `campaign.launched`
+//! comes first, it waits in `dispatch.launches` until `campaign.created`
+//! arrives. Planning pages the store's active subscribers by keyset and
+//! writes `<campaign_id>:<batch_no>` records; it marks the launch planned
+//! only after the broker acknowledged every batch, so a crash mid-plan
+//! re-plans (the same batches, with the same record ids, for an unchanged
+//! audience; duplicates are harmless since outcomes are keyed by
+//! notification id).
+
+use async_trait::async_trait;
+use pushflow_runtime::kafka::{Durable, Handler, Record};
+use pushflow_runtime::RuntimeError;
+use pushflow_schemas::{
+    CampaignCreated, CampaignLaunched, SubscriptionCreated, SubscriptionExpired,
+};
+
+use crate::batch::DispatchBatch;
+use crate::shared::{derived_id, Shared};
+use crate::DispatchError;
+
+/// The view loop's handler.
+pub struct ViewHandler {
+    /// Shared state.
+    pub shared: Shared,
+}
+
+impl ViewHandler {
+    async fn dead_letter(&self, r: &Record, e: &DispatchError) -> Result<(), RuntimeError> {
+        self.shared.dlq.send(r, &e.to_string()).await
+    }
+
+    /// Writes the batches of a launched campaign; returns how many.
+    pub async fn plan(&self, campaign: &CampaignCreated) -> Result<i32, DispatchError> {
+        let s = &self.shared;
+        let size = s.cfg.raw.batch_size;
+        let mut after = String::new();
+        let mut batch_no = 0i32;
+        let mut audience = 0i64;
+        let started = pushflow_schemas::now_millis();
+        loop {
+            let mut pending = Vec::new();
+            for _ in 0..32 {
+                let ids = s
+                    .store
+                    .audience_page(&campaign.store_id, &after, size as i64)
+                    .await?;
+                let Some(last) = ids.last() else { break };
+                after = last.clone();
+                audience += ids.len() as i64;
+                let key = format!("{}:{batch_no}", campaign.campaign_id);
+                let b = DispatchBatch {
+                    event_id: derived_id(&[&key, "batch"]),
+                    occurred_at: started,
+                    store_id: campaign.store_id.clone(),
+                    campaign_id: campaign.campaign_id.clone(),
+                    batch_no,
+                    batch_key: key,
+                    subscriber_ids: ids,
+                };
+                pending.push((b.batch_key.clone(), s.batches.encode(&b).await?));
+                batch_no += 1;
+            }
+            if pending.is_empty() {
+                break;
+            }
+            let sends = pending.iter().map(|(k, b)| {
+                s.batch_producer
+                    .send(&s.topics.batches, Some(k.as_bytes()), b, &[])
+            });
+            for r in futures::future::join_all(sends).await {
+                r?;
+            }
+        }
+        s.store
+            .planned(&campaign.campaign_id, batch_no, audience)
+            .await?;
+        tracing::info!(component = %s.name, campaign_id = %campaign.campaign_id, store_id = %campaign.store_id, batches = batch_no, audience, "campaign planned");
+        Ok(batch_no)
+    }
+
+    async fn apply(&mut self, batch: &[Record]) -> Result<(), DispatchError> {
+        let s = self.shared.clone();
+        let t = &s.topics;
+        let (mut created, mut expired, mut campaigns, mut launches) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for r in batch {
+            let bytes = r.payload.as_deref().unwrap_or_default();
+            let decoded = if r.topic == t.subscription_created {
+                s.codec
+                    .decode::<SubscriptionCreated>(bytes)
+                    .await
+                    .map(|e| created.push(e))
+            } else if r.topic == t.subscription_expired {
+                s.codec
+                    .decode::<SubscriptionExpired>(bytes)
+                    .await
+                    .map(|e| expired.push(e))
+            } else if r.topic == t.campaign_created {
+                s.codec
+                    .decode::<CampaignCreated>(bytes)
+                    .await
+                    .map(|e| campaigns.push(e))
+            } else if r.topic == t.campaign_launched {
+                s.codec
+                    .decode::<CampaignLaunched>(bytes)
+                    .await
+                    .map(|e| launches.push(e))
+            } else {
+                Ok(())
+            };
+            match decoded {
+                Ok(()) => {}
+                Err(e) if e.is_retryable() => return Err(e.into()),
+                Err(e) => self.dead_letter(r, &e.into()).await?,
+            }
+        }
+        if !created.is_empty() {
+            s.store.add_subscriptions(&created).await?;
+        }
+        if !expired.is_empty() {
+            s.store.expire_subscriptions(&expired).await?;
+        }
+        for c in &campaigns {
+            s.store.add_campaign(c).await?;
+        }
+        let ids: Vec<String> = campaigns.iter().map(|c| c.campaign_id.clone()).collect();
+        let mut to_plan = if ids.is_empty() {
+            Vec::new()
+        } else {
+            s.store.waiting_launches(&ids).await?
+        };
+        for l in &launches {
+            if !s.store.launch(&l.campaign_id, &l.store_id).await? {
+                to_plan.push(l.campaign_id.clone());
+            }
+        }
+        to_plan.sort();
+        to_plan.dedup();
+        for id in to_plan {
+            match s.store.campaign(&id).await? {
+                Some(c) => {
+                    self.plan(&c).await?;
+                }
+                None => {
+                    tracing::info!(component = %s.name, campaign_id = %id, "launch waits for campaign.created")
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Handler for ViewHandler {
+    async fn process(&mut self, batch: Vec<Record>) -> Result<Durable, RuntimeError> {
+        self.apply(&batch)
+            .await
+            .map_err(|e| e.into_runtime(&self.shared.name))?;
+        Ok(Durable::All)
+    }
+}

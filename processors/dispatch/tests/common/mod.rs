@@ -1,0 +1,251 @@
+//! Helpers for dispatch's integration tests: real broker, Postgres,
+//! registry (testkit) and push-sim over real HTTP, every name random.
+#![allow(dead_code)]
+
+use pushflow_dispatch::config::DispatchSettings;
+use pushflow_dispatch::store::Store;
+use pushflow_dispatch::{Dispatch, Topics, VapidKey};
+use pushflow_push_sim::{Behaviour, Publisher, PushSim};
+use pushflow_runtime::codec::Codec;
+use pushflow_runtime::kafka::Producer;
+use pushflow_runtime::token::PingKeys;
+use pushflow_schemas::{
+    new_event_id, now_millis, CampaignCreated, CampaignLaunched, Event, NotificationDispatched,
+    NotificationFailed, SubscriptionExpired, Urgency,
+};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::ClientConfig;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Everything a test needs, named for this run.
+pub struct Env {
+    pub prefix: String,
+    pub topics: Topics,
+    pub registry: String,
+    pub database_url: String,
+    pub codec: Arc<Codec>,
+    pub producer: Producer,
+}
+
+impl Env {
+    pub async fn new() -> Env {
+        let prefix = format!("{}.", pushflow_testkit::unique("dsp"));
+        let topics = Topics::prefixed(&prefix);
+        let mut list: Vec<(String, i32)> =
+            topics.view_inputs().into_iter().map(|t| (t, 3)).collect();
+        list.push((topics.batches.clone(), 6));
+        list.push((topics.dispatched.clone(), 3));
+        list.push((topics.failed.clone(), 3));
+        let dlqs: Vec<(String, i32)> = list.iter().map(|(t, _)| (format!("{t}.dlq"), 1)).collect();
+        list.extend(dlqs);
+        let refs: Vec<(&str, i32)> = list.iter().map(|(t, p)| (t.as_str(), *p)).collect();
+        pushflow_testkit::create_topics(&refs).await;
+        let registry = pushflow_testkit::start_registry().await;
+        let (_, database_url) = pushflow_testkit::fresh_database("dispatch_test");
+        let codec = Arc::new(Codec::for_registry(&registry).unwrap());
+        let producer = Producer::new(
+            &pushflow_testkit::brokers(),
+            &BTreeMap::new(),
+            Duration::from_secs(30),
+        )
+        .unwrap();
+        Env {
+            prefix,
+            topics,
+            registry,
+            database_url,
+            codec,
+            producer,
+        }
+    }
+
+    pub async fn sim(&self, behaviour: Behaviour) -> PushSim {
+        let publisher = Publisher {
+            producer: self.producer.clone(),
+            codec: self.codec.clone(),
+            topic: self.topics.subscription_created.clone(),
+        };
+        PushSim::start("127.0.0.1:0", behaviour, Some(publisher))
+            .await
+            .unwrap()
+    }
+
+    pub fn settings() -> DispatchSettings {
+        let mut s = DispatchSettings::with_subject("mailto:tests@pushflow.invalid");
+        s.batch_size = 100;
+        s.retry_base = "50ms".into();
+        s.retry_max = "2s".into();
+        s.max_attempts = 4;
+        s.request_timeout = "3s".into();
+        s.concurrency_per_origin = 32;
+        s
+    }
+
+    pub fn dispatch(&self, settings: DispatchSettings, vapid: VapidKey, group: &str) -> Dispatch {
+        Dispatch {
+            name: "dispatch".into(),
+            settings: settings.check().unwrap(),
+            topics: self.topics.clone(),
+            vapid: Arc::new(vapid),
+            ping: PingKeys::from_env().unwrap(),
+            allow_insecure: true,
+            brokers: pushflow_testkit::brokers(),
+            kafka: BTreeMap::new(),
+            database_url: self.database_url.clone(),
+            registry_url: self.registry.clone(),
+            group: group.into(),
+        }
+    }
+
+    pub async fn store(&self) -> Store {
+        Store::connect(&self.database_url).await.unwrap()
+    }
+
+    /// Waits until dispatch's view holds `n` active subscribers of `store`.
+    pub async fn wait_active(&self, store_id: &str, n: i64, within: Duration) {
+        let store = self.store().await;
+        let deadline = Instant::now() + within;
+        loop {
+            let c = store.active_count(store_id).await.unwrap();
+            if c == n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "view has {c} active subscribers of {store_id}, expected {n}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Publishes a campaign and its launch; returns the campaign.
+    pub async fn launch(&self, store_id: &str) -> CampaignCreated {
+        let c = CampaignCreated {
+            event_id: new_event_id(),
+            occurred_at: now_millis(),
+            store_id: store_id.into(),
+            campaign_id: pushflow_testkit::unique("camp"),
+            title: "Winter sale".into(),
+            body: "Everything -30 % until Sunday".into(),
+            url: "https://shop.example/sale".into(),
+            icon: Some("https://shop.example/icon.png".into()),
+            ttl_seconds: 3600,
+            urgency: Urgency::High,
+        };
+        let bytes = self.codec.encode(&c).await.unwrap();
+        self.producer
+            .send(
+                &self.topics.campaign_created,
+                Some(c.key().as_bytes()),
+                &bytes,
+                &[],
+            )
+            .await
+            .unwrap();
+        let l = CampaignLaunched {
+            event_id: new_event_id(),
+            occurred_at: now_millis(),
+            store_id: store_id.into(),
+            campaign_id: c.campaign_id.clone(),
+        };
+        let bytes = self.codec.encode(&l).await.unwrap();
+        self.producer
+            .send(
+                &self.topics.campaign_launched,
+                Some(l.key().as_bytes()),
+                &bytes,
+                &[],
+            )
+            .await
+            .unwrap();
+        c
+    }
+
+    /// Collects the output topics in the background.
+    pub fn collect(&self) -> Outputs {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", pushflow_testkit::brokers())
+            .set("group.id", pushflow_testkit::unique("collector"))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let t = &self.topics;
+        consumer
+            .subscribe(&[&t.dispatched, &t.failed, &t.subscription_expired])
+            .unwrap();
+        let out = Outputs::default();
+        let (o, codec, topics) = (out.clone(), self.codec.clone(), self.topics.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok(m) = consumer.recv().await else {
+                    continue;
+                };
+                let bytes = m.payload().unwrap_or_default().to_vec();
+                if m.topic() == topics.dispatched {
+                    let e: NotificationDispatched = codec.decode(&bytes).await.unwrap();
+                    o.dispatched.lock().unwrap().push(e);
+                } else if m.topic() == topics.failed {
+                    let e: NotificationFailed = codec.decode(&bytes).await.unwrap();
+                    o.failed.lock().unwrap().push(e);
+                } else {
+                    let e: SubscriptionExpired = codec.decode(&bytes).await.unwrap();
+                    o.expired.lock().unwrap().push(e);
+                }
+            }
+        });
+        out
+    }
+}
+
+/// What dispatch wrote.
+#[derive(Clone, Default)]
+pub struct Outputs {
+    pub dispatched: Arc<Mutex<Vec<NotificationDispatched>>>,
+    pub failed: Arc<Mutex<Vec<NotificationFailed>>>,
+    pub expired: Arc<Mutex<Vec<SubscriptionExpired>>>,
+}
+
+impl Outputs {
+    /// Distinct notifications of `campaign` with an outcome.
+    pub fn decided(&self, campaign: &str) -> usize {
+        let mut ids = std::collections::HashSet::new();
+        for e in self
+            .dispatched
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.campaign_id == campaign)
+        {
+            ids.insert(e.notification_id.clone());
+        }
+        for e in self
+            .failed
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.campaign_id == campaign)
+        {
+            ids.insert(e.notification_id.clone());
+        }
+        ids.len()
+    }
+
+    /// Waits until `n` notifications of `campaign` are decided.
+    pub async fn wait_decided(&self, campaign: &str, n: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.decided(campaign) < n {
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {n} notifications of {campaign} decided in {within:?}",
+                self.decided(campaign)
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // Give stragglers (duplicates, if any) a moment to show.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

@@ -1,0 +1,179 @@
+//! kill -9 mid-campaign: dispatch runs in a child process (this test
+//! binary re-executed), is killed with SIGKILL while pushes are in flight,
+//! restarted, and the campaign completes with exactly one outcome per
+//! subscriber; only sends whose outcome was not yet recorded repeat.
+
+mod common;
+
+use common::Env;
+use pushflow_dispatch::{notification_id, Dispatch, Topics, VapidKey};
+use pushflow_push_sim::{Behaviour, RandomRule, Rule};
+use pushflow_runtime::token::PingKeys;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const CHILD_ENV: &str = "PUSHFLOW_DISPATCH_CRASH_CHILD";
+
+/// The child: runs dispatch until killed. Does nothing unless the parent
+/// set [`CHILD_ENV`].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by survives_kill_9_mid_campaign as a child process"]
+async fn crash_child_runs_dispatch() {
+    let Ok(cfg) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info,rdkafka=warn"))
+        .with_writer(std::io::stderr)
+        .try_init();
+    let cfg: serde_json::Value = serde_json::from_str(&cfg).unwrap();
+    let s = |k: &str| cfg[k].as_str().unwrap().to_string();
+    let mut settings = Env::settings();
+    settings.concurrency_per_origin = 16;
+    let d = Dispatch {
+        name: "dispatch".into(),
+        settings: settings.check().unwrap(),
+        topics: Topics::prefixed(&s("prefix")),
+        vapid: Arc::new(VapidKey::from_base64url(&s("vapid")).unwrap()),
+        ping: PingKeys::from_env().unwrap(),
+        allow_insecure: true,
+        brokers: pushflow_testkit::brokers(),
+        kafka: BTreeMap::new(),
+        database_url: s("database_url"),
+        registry_url: s("registry"),
+        group: s("group"),
+    };
+    d.run_until(pushflow_runtime::CancellationToken::new(), None)
+        .await
+        .unwrap();
+}
+
+/// Kills the child (SIGKILL) when dropped, so a failing test leaves no
+/// process behind.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_child(cfg: &serde_json::Value) -> ChildGuard {
+    ChildGuard(
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "crash_child_runs_dispatch",
+                "--nocapture",
+                "--include-ignored",
+            ])
+            .env(CHILD_ENV, cfg.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("re-exec the test binary"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn survives_kill_9_mid_campaign() {
+    let env = Env::new().await;
+    // Every push takes 40 ms at the push service, so the campaign is
+    // still in flight when the kill comes.
+    let slow = Rule {
+        status: 201,
+        retry_after: None,
+        delay_ms: Some(40),
+        times: None,
+    };
+    let sim = env
+        .sim(Behaviour {
+            random: vec![RandomRule {
+                fraction: 1.0,
+                rule: slow,
+            }],
+            ..Behaviour::default()
+        })
+        .await;
+    let store_id = pushflow_testkit::unique("store");
+    let subs = sim.state.add_subscribers(&store_id, 2000);
+    sim.state.publish(&subs).await.unwrap();
+    let out = env.collect();
+    let cfg = serde_json::json!({
+        "prefix": env.prefix,
+        "registry": env.registry,
+        "database_url": env.database_url,
+        "group": pushflow_testkit::unique("g"),
+        "vapid": VapidKey::generate().private_b64(),
+    });
+
+    let mut first = spawn_child(&cfg);
+    env.wait_active(&store_id, 2000, Duration::from_secs(60))
+        .await;
+    let campaign = env.launch(&store_id).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sim.state.stats()["accepted"].as_u64().unwrap() < 600 {
+        assert!(Instant::now() < deadline, "dispatch did not get going");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.0.kill().unwrap(); // SIGKILL
+    first.0.wait().unwrap();
+    let at_kill = sim.state.stats()["accepted"].as_u64().unwrap();
+    assert!(
+        at_kill < 2000,
+        "the kill came after the campaign finished ({at_kill} accepted)"
+    );
+
+    let second = spawn_child(&cfg);
+    eprintln!("killed at {at_kill} accepted; restarted");
+    out.wait_decided(&campaign.campaign_id, 2000, Duration::from_secs(120))
+        .await;
+    drop(second);
+
+    // Exactly one outcome per subscriber: every event of a notification is
+    // the same event (a replayed publish repeats its event_id, never a new
+    // decision), and all 2000 were dispatched.
+    let dispatched = out.dispatched.lock().unwrap().clone();
+    assert!(out
+        .failed
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|f| f.campaign_id != campaign.campaign_id));
+    let mut events: HashMap<String, HashSet<String>> = HashMap::new();
+    for d in dispatched
+        .iter()
+        .filter(|d| d.campaign_id == campaign.campaign_id)
+    {
+        assert_eq!(
+            d.notification_id,
+            notification_id(&campaign.campaign_id, &d.subscriber_id)
+        );
+        events
+            .entry(d.subscriber_id.clone())
+            .or_default()
+            .insert(d.event_id.clone());
+    }
+    assert_eq!(events.len(), 2000, "every subscriber has an outcome");
+    assert!(
+        events.values().all(|ids| ids.len() == 1),
+        "a notification got two different outcomes"
+    );
+
+    // Nobody got the notification twice, except sends in flight at the kill
+    // (at most parallel_batches × batch_size of them).
+    let counts = sim.state.received_counts();
+    let twice = counts.values().filter(|n| **n > 1).count();
+    assert!(subs
+        .iter()
+        .all(|s| counts.get(&s.subscriber_id).copied().unwrap_or(0) >= 1));
+    assert!(counts.values().all(|n| *n <= 2));
+    assert!(
+        twice <= 400,
+        "{twice} subscribers were sent the notification twice"
+    );
+    eprintln!("killed at {at_kill} accepted; {twice} sends repeated after the restart");
+}

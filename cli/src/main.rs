@@ -7,6 +7,7 @@
 
 mod commands;
 mod components;
+mod demo;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -42,6 +43,11 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         skip: Vec<String>,
     },
+    /// The whole story on the local defaults: subscribers, a campaign
+    /// through the ingest API, pushes decrypted by push-sim, service-worker
+    /// pings, billing and the lake, then a report checking them against
+    /// what the demo sent.
+    Demo(demo::DemoArgs),
     /// Check or apply topology.yaml.
     #[command(subcommand)]
     Topology(commands::topology::TopologyCommand),
@@ -136,6 +142,11 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Demo(_)) {
+        // The demo's push service is push-sim on http://127.0.0.1; dispatch
+        // reads this while validating, before any thread exists.
+        std::env::set_var("PUSHFLOW_ALLOW_INSECURE_PUSH", "1");
+    }
     pushflow_runtime::telemetry::init_tracing(cli.log_json);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -150,6 +161,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Up { skip } => commands::up::up(&cli.topology, &skip).await,
+            Command::Demo(args) => demo::run(&cli.topology, &args).await,
             Command::Topology(cmd) => commands::topology::run(&cli.topology, cmd).await,
             Command::Registry => commands::up::run_one(&cli.topology, None).await,
             Command::Ingest { command } => pushflow_ingest::cli::run(&cli.topology, command)

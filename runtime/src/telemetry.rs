@@ -12,7 +12,14 @@ use tracing_subscriber::{fmt, prelude::*, EnvFilter};
 /// Starts logging to stderr: JSON lines when `json`, else human-readable.
 /// The level comes from `RUST_LOG` (default `info`). Safe to call twice.
 pub fn init_tracing(json: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    init_tracing_at(json, "info");
+}
+
+/// [`init_tracing`] with another default filter than `info` (`RUST_LOG`
+/// still wins), e.g. `warn` for commands that draw progress bars.
+pub fn init_tracing_at(json: bool, default_filter: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let registry = tracing_subscriber::registry().with(filter);
     let _ = if json {
         registry

@@ -5,6 +5,10 @@
 //! Every name a test creates (topics, groups, databases) is random, so
 //! tests run in parallel and never see each other's data.
 
+mod broker;
+
+pub use broker::PrivateBroker;
+
 use rand::Rng;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -106,4 +110,24 @@ pub fn topology_with(
     t.services.registry_url = registry_url.into();
     t.services.database_url = database_url.into();
     t
+}
+
+/// Runs `tests/python/<script>` with `args` and returns its stdout; panics
+/// with its output when it fails (a missing package names itself).
+pub fn python(script: &str, args: &[&str]) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/python")
+        .join(script);
+    let out = std::process::Command::new("python3")
+        .arg(&path)
+        .args(args)
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 output")
 }

@@ -10,7 +10,7 @@
 use pushflow_runtime::component::{cancel_on_signal, Context};
 use pushflow_runtime::http::{admin_router, bind, serve, Health};
 use pushflow_runtime::topology::apply::apply_patiently;
-use pushflow_runtime::topology::ComponentSpec;
+use pushflow_runtime::topology::{ComponentSpec, Topology};
 use pushflow_runtime::CancellationToken;
 use std::path::Path;
 use std::sync::Arc;
@@ -51,6 +51,70 @@ async fn wait_all(mut set: Running, shutdown: CancellationToken) -> Result<(), F
     }
 }
 
+/// Components running in this process, started in `pushflow up`'s order.
+pub struct Pipeline {
+    set: Running,
+    /// Cancelling it drains and stops every component.
+    pub shutdown: CancellationToken,
+}
+
+impl Pipeline {
+    /// Starts the registry components, applies the topology (retrying for
+    /// up to two minutes while the broker and registry come up), then
+    /// starts the rest. On failure everything started is stopped; `None`
+    /// when `shutdown` came before the topology was applied.
+    pub async fn start(
+        topology: Arc<Topology>,
+        components: Vec<Validated>,
+        shutdown: CancellationToken,
+        health: Health,
+    ) -> Result<Option<Pipeline>, Failure> {
+        let ctx = |spec: &ComponentSpec| Context {
+            topology: topology.clone(),
+            spec: spec.clone(),
+            shutdown: shutdown.clone(),
+            health: health.clone(),
+        };
+        let (first, rest): (Vec<_>, Vec<_>) = components
+            .into_iter()
+            .partition(|v| v.spec.kind == "registry");
+        let mut set = Running::new();
+        for v in first {
+            let c = ctx(&v.spec);
+            start(&mut set, v, c);
+        }
+        tokio::select! {
+            r = apply_patiently(&topology, Duration::from_secs(120)) => match r {
+                Ok(report) => {
+                    for line in report.to_string().lines() {
+                        tracing::info!("{line}");
+                    }
+                }
+                Err(e) => {
+                    shutdown.cancel();
+                    let _ = wait_all(set, shutdown).await;
+                    return Err(Failure::Other(anyhow::anyhow!("applying the topology: {e}")));
+                }
+            },
+            _ = shutdown.cancelled() => {
+                wait_all(set, shutdown.clone()).await?;
+                return Ok(None);
+            }
+        }
+        for v in rest {
+            let c = ctx(&v.spec);
+            start(&mut set, v, c);
+        }
+        Ok(Some(Pipeline { set, shutdown }))
+    }
+
+    /// Waits until every component has stopped (after `shutdown`, or after
+    /// one failed for good, which stops the others).
+    pub async fn wait(self) -> Result<(), Failure> {
+        wait_all(self.set, self.shutdown).await
+    }
+}
+
 /// `pushflow up`.
 pub async fn up(path: &Path, skip: &[String]) -> Result<(), Failure> {
     let (topology, mut components) = super::load(path)?;
@@ -71,42 +135,11 @@ pub async fn up(path: &Path, skip: &[String]) -> Result<(), Failure> {
     let admin = bind(&topology.services.metrics_addr).await?;
     tokio::spawn(serve(admin, admin_router(health.clone()), shutdown.clone()));
     tracing::info!(addr = %topology.services.metrics_addr, "/healthz and /metrics listening");
-
-    let ctx = |spec: &ComponentSpec| Context {
-        topology: topology.clone(),
-        spec: spec.clone(),
-        shutdown: shutdown.clone(),
-        health: health.clone(),
+    let Some(pipeline) = Pipeline::start(topology, components, shutdown, health).await? else {
+        return Ok(());
     };
-    let (first, rest): (Vec<_>, Vec<_>) = components
-        .into_iter()
-        .partition(|v| v.spec.kind == "registry");
-    let mut set = Running::new();
-    for v in first {
-        let c = ctx(&v.spec);
-        start(&mut set, v, c);
-    }
-    tokio::select! {
-        r = apply_patiently(&topology, Duration::from_secs(120)) => match r {
-            Ok(report) => {
-                for line in report.to_string().lines() {
-                    tracing::info!("{line}");
-                }
-            }
-            Err(e) => {
-                shutdown.cancel();
-                let _ = wait_all(set, shutdown).await;
-                return Err(Failure::Other(anyhow::anyhow!("applying the topology: {e}")));
-            }
-        },
-        _ = shutdown.cancelled() => return wait_all(set, shutdown.clone()).await,
-    }
-    for v in rest {
-        let c = ctx(&v.spec);
-        start(&mut set, v, c);
-    }
     tracing::info!("pushflow is up");
-    wait_all(set, shutdown).await
+    pipeline.wait().await
 }
 
 /// `pushflow run <name>`, or `pushflow registry` when `name` is `None`.

@@ -119,3 +119,30 @@ pub async fn ensure_topics(t: &Topology) -> Result<Vec<TopicChange>, RuntimeErro
     }
     Ok(changes)
 }
+
+/// The sum over each topic's partitions of high minus low watermark (0 for
+/// a topic the broker does not have): on Kafka the records it holds; tansu
+/// 0.6 advances its watermarks once per produced batch, so compare two
+/// readings to see whether a topic grew rather than by how much. Blocking.
+pub fn watermark_spans(
+    brokers: &str,
+    passthrough: &BTreeMap<String, String>,
+    topics: &[String],
+) -> Result<BTreeMap<String, i64>, RuntimeError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = super::client_config(brokers, passthrough).create()?;
+    let timeout = Duration::from_secs(10);
+    let mut out = BTreeMap::new();
+    for topic in topics {
+        let md = consumer.fetch_metadata(Some(topic), timeout)?;
+        let mut n = 0;
+        for t in md.topics().iter().filter(|t| t.error().is_none()) {
+            for p in t.partitions() {
+                let (low, high) = consumer.fetch_watermarks(topic, p.id(), timeout)?;
+                n += high - low;
+            }
+        }
+        out.insert(topic.clone(), n);
+    }
+    Ok(out)
+}

@@ -12,6 +12,15 @@
 //! owner reads them from the last commit). A handler that keeps its own
 //! offsets (the aggregate keeps them in Postgres) returns seek positions from
 //! [`Handler::assigned`].
+//!
+//! A member left without any partition for [`REJOIN_AFTER`] re-subscribes
+//! (then waits twice as long before trying again, up to
+//! [`REJOIN_AFTER_MAX`]). tansu 0.6 can hand a member that joins while a
+//! killed predecessor's session is still open an empty assignment and then
+//! report the group stable forever; rejoining after the dead member's
+//! session has expired gets the partitions. On a real Kafka cluster the
+//! cost is a rebalance now and then for a member that truly has nothing to
+//! do (more members than partitions).
 
 use async_trait::async_trait;
 use rdkafka::consumer::{
@@ -25,6 +34,11 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::RuntimeError;
+
+/// How long a member may hold no partition before it rejoins its group.
+pub const REJOIN_AFTER: Duration = Duration::from_secs(20);
+/// The longest wait between such rejoins.
+pub const REJOIN_AFTER_MAX: Duration = Duration::from_secs(300);
 
 /// A record as the handler sees it (owned copies of key, value, headers).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,6 +212,10 @@ struct Loop<'a> {
     owned: HashMap<(String, i32), ()>,
     /// Durable positions not yet committed.
     pending: HashMap<(String, i32), i64>,
+    /// Since when this member has held no partition, and how long it
+    /// waits before rejoining.
+    idle_since: Instant,
+    rejoin_after: Duration,
 }
 
 impl Loop<'_> {
@@ -229,6 +247,33 @@ impl Loop<'_> {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Re-subscribes when this member has held no partition for
+    /// `rejoin_after` (see the module docs).
+    fn rejoin_if_starved(&mut self) -> Result<(), RuntimeError> {
+        if !self.owned.is_empty() {
+            self.idle_since = Instant::now();
+            self.rejoin_after = REJOIN_AFTER;
+            return Ok(());
+        }
+        if self.idle_since.elapsed() < self.rejoin_after {
+            return Ok(());
+        }
+        tracing::warn!(
+            component = %self.settings.component,
+            group = %self.settings.group_id,
+            idle_s = self.idle_since.elapsed().as_secs(),
+            "no partitions assigned; rejoining the consumer group"
+        );
+        metrics::counter!("pushflow_consumer_rejoins_total", "component" => self.settings.component.clone())
+            .increment(1);
+        self.consumer.unsubscribe();
+        let topics: Vec<&str> = self.settings.topics.iter().map(String::as_str).collect();
+        self.consumer.subscribe(&topics)?;
+        self.idle_since = Instant::now();
+        self.rejoin_after = (self.rejoin_after * 2).min(REJOIN_AFTER_MAX);
         Ok(())
     }
 
@@ -346,11 +391,14 @@ pub async fn run_consumer<H: Handler>(
         events: rx,
         owned: HashMap::new(),
         pending: HashMap::new(),
+        idle_since: Instant::now(),
+        rejoin_after: REJOIN_AFTER,
     };
     let component = settings.component.clone();
     let mut last_tick = Instant::now();
     while let Some(mut batch) = lp.next_batch(&shutdown).await {
         lp.apply_events(handler).await?;
+        lp.rejoin_if_starved()?;
         batch.retain(|r| lp.owned.contains_key(&(r.topic.clone(), r.partition)));
         if !batch.is_empty() {
             let started = Instant::now();

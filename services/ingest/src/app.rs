@@ -232,11 +232,13 @@ async fn rate_limit(State(s): State<Arc<AppState>>, req: Request, next: Next) ->
         &s.limiter,
         req.extensions().get::<ConnectInfo<SocketAddr>>(),
     ) {
-        if let Err(wait) = l.check(addr.ip(), Instant::now()) {
+        // Behind a trusted load balancer, the address it forwarded for.
+        let ip = s.cfg.trusted_proxies.client_ip(addr.ip(), req.headers());
+        if let Err(wait) = l.check(ip, Instant::now()) {
             metrics::counter!("pushflow_ingest_rate_limited_total").increment(1);
             return ApiError {
                 status: StatusCode::TOO_MANY_REQUESTS,
-                message: format!("too many requests from {}; retry in {wait}s", addr.ip()),
+                message: format!("too many requests from {ip}; retry in {wait}s"),
                 retry_after: Some(wait),
             }
             .into_response();

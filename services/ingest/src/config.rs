@@ -12,6 +12,10 @@
 //!     allow_anonymous: false
 //!     cors_origins: ["https://admin.example.com"]
 //!     rate_limit: {per_second: 50, burst: 100}
+//!     # Load balancers / reverse proxies (addresses or CIDR networks) whose
+//!     # X-Forwarded-For names the real client for the rate limit; a
+//!     # browser's own X-Forwarded-For is ignored. Default: none.
+//!     trusted_proxies: ["10.0.0.0/8", "127.0.0.1", "::1"]
 //!     produce_timeout: 5s
 //! ```
 
@@ -22,6 +26,7 @@ use serde::Deserialize;
 use std::time::Duration;
 
 use crate::auth::{TokenEntry, Tokens};
+use crate::client_ip::TrustedProxies;
 use crate::IngestError;
 
 /// `settings:` of an `ingest` component.
@@ -46,6 +51,11 @@ pub struct IngestSettings {
     /// Per-client-IP limit on the public endpoints (pings, subscriptions).
     #[serde(default)]
     pub rate_limit: RateLimitSettings,
+    /// Proxies in front of ingest (IP addresses or CIDR networks, e.g.
+    /// `10.0.0.0/8`, `::1`): when the TCP peer is one, the client IP is
+    /// taken from `X-Forwarded-For` (see [`crate::client_ip`]).
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
     /// How long a request waits for the broker's ack before a 503, e.g. `5s`.
     #[serde(default = "default_produce_timeout")]
     pub produce_timeout: String,
@@ -109,6 +119,7 @@ impl Default for IngestSettings {
             allow_anonymous: false,
             cors_origins: Vec::new(),
             rate_limit: RateLimitSettings::default(),
+            trusted_proxies: Vec::new(),
             produce_timeout: default_produce_timeout(),
             vapid_public_key: None,
         }
@@ -128,6 +139,8 @@ pub struct IngestConfig {
     pub cors_origins: CorsOrigins,
     /// `None` when the rate limit is off.
     pub rate_limit: Option<RateLimitSettings>,
+    /// Whose `X-Forwarded-For` names the client (empty: the TCP peer is).
+    pub trusted_proxies: TrustedProxies,
     /// Bound on waiting for the broker.
     pub produce_timeout: Duration,
     /// The VAPID public key, if configured.
@@ -227,6 +240,13 @@ impl IngestSettings {
                 "must be at least 1",
             ));
         }
+        let mut proxies = Vec::with_capacity(self.trusted_proxies.len());
+        for (i, p) in self.trusted_proxies.iter().enumerate() {
+            proxies.push(
+                TrustedProxies::parse_entry(p)
+                    .map_err(|e| IngestError::config(&format!("trusted_proxies[{i}]"), e))?,
+            );
+        }
         let vapid_public_key = env("PUSHFLOW_VAPID_PUBLIC_KEY")
             .filter(|s| !s.trim().is_empty())
             .or_else(|| self.vapid_public_key.clone());
@@ -236,6 +256,7 @@ impl IngestSettings {
             allow_anonymous: self.allow_anonymous,
             cors_origins,
             rate_limit: (rl.per_second > 0.0).then_some(rl),
+            trusted_proxies: TrustedProxies::new(proxies),
             produce_timeout,
             vapid_public_key,
         })
@@ -265,6 +286,7 @@ tokens:
   - {name: billing-svc, sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", topics: [campaign.created, campaign.launched]}
 cors_origins: ["https://admin.example.com"]
 rate_limit: {per_second: 10, burst: 20}
+trusted_proxies: ["127.0.0.1/32", "10.0.0.0/8", "::1"]
 produce_timeout: 2s
 "#;
 
@@ -277,6 +299,42 @@ produce_timeout: 2s
         assert_eq!(c.rate_limit.unwrap().burst, 20);
         assert_eq!(c.tokens.len(), 1);
         assert!(matches!(c.cors_origins, CorsOrigins::List(ref l) if l.len() == 1));
+        assert_eq!(c.trusted_proxies.networks().len(), 3);
+        assert!(c.trusted_proxies.contains("10.1.2.3".parse().unwrap()));
+        assert!(c.trusted_proxies.contains("::1".parse().unwrap()));
+        assert!(!c.trusted_proxies.contains("192.0.2.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn trusted_proxies_default_to_none_and_bad_entries_name_their_index() {
+        let open = IngestSettings {
+            allow_anonymous: true,
+            ..Default::default()
+        };
+        assert!(open.validate(|_| None).unwrap().trusted_proxies.is_empty());
+        for (yaml, field, hint) in [
+            (
+                "trusted_proxies: [\"10.0.0.0/8\", lb.internal]",
+                "trusted_proxies[1]",
+                "\"10.0.0.0/8\"",
+            ),
+            (
+                "trusted_proxies: [\"10.0.0.0/33\"]",
+                "trusted_proxies[0]",
+                "CIDR network",
+            ),
+            (
+                "trusted_proxies: [\"::1\", \"10.1.2.3/8\"]",
+                "trusted_proxies[1]",
+                "write the network \"10.0.0.0/8\"",
+            ),
+        ] {
+            let s: IngestSettings =
+                serde_yaml::from_str(&format!("allow_anonymous: true\n{yaml}")).unwrap();
+            let e = s.validate(|_| None).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{field}`")), "{yaml}: {e}");
+            assert!(e.contains(hint), "{yaml}: {e}");
+        }
     }
 
     #[test]

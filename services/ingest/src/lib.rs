@@ -21,6 +21,7 @@ mod assets;
 pub mod auth;
 pub mod bench;
 pub mod cli;
+pub mod client_ip;
 pub mod component;
 pub mod config;
 mod error;

@@ -177,6 +177,61 @@ async fn the_rate_limit_answers_429_with_retry_after() {
     assert!(b["error"].as_str().unwrap().contains("too many requests"));
 }
 
+/// A ping with an invalid token (401 means "not rate-limited") sent as if
+/// through a proxy that forwarded it for `xff`.
+async fn ping_via(s: &Server, xff: &str) -> (u16, Value) {
+    let r = client()
+        .post(format!("{}/v1/pings", s.url))
+        .header("content-type", "application/json")
+        .header("x-forwarded-for", xff)
+        .body(json!({"type": "delivered", "token": "garbage"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let st = r.status().as_u16();
+    (st, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_rate_limit_keys_on_x_forwarded_for() {
+    let limit = "rate_limit: {per_second: 0.5, burst: 2}\n";
+    // The test client (127.0.0.1) is the trusted load balancer.
+    let s = start(
+        &format!("{limit}trusted_proxies: [\"127.0.0.1/32\"]\n"),
+        &[],
+    )
+    .await;
+    let (a, b) = ("203.0.113.7", "198.51.100.9, 203.0.113.8");
+    assert_eq!(ping_via(&s, a).await.0, 401);
+    assert_eq!(ping_via(&s, a).await.0, 401);
+    let (st, body) = ping_via(&s, a).await;
+    assert_eq!(st, 429, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("too many requests from 203.0.113.7"),
+        "{body}"
+    );
+    // Another client behind the same proxy has its own bucket.
+    let (st, body) = ping_via(&s, b).await;
+    assert_eq!(st, 401, "{body}");
+
+    // Without trusted_proxies the header is ignored: one bucket per peer.
+    let s = start(limit, &[]).await;
+    assert_eq!(ping_via(&s, "203.0.113.7").await.0, 401);
+    assert_eq!(ping_via(&s, "203.0.113.8").await.0, 401);
+    let (st, body) = ping_via(&s, "203.0.113.9").await;
+    assert_eq!(st, 429, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("too many requests from 127.0.0.1"),
+        "{body}"
+    );
+}
+
 #[tokio::test]
 async fn subscriptions_cors_scripts_and_vapid_key() {
     let s = start(

@@ -1,0 +1,251 @@
+//! The demo's outside world: the merchant's campaign tool calling the
+//! ingest API, and the service workers of the simulated browsers pinging
+//! back with the tokens they found in their decrypted pushes.
+
+use futures::StreamExt;
+use indicatif::ProgressBar;
+use rand::Rng;
+use serde_json::json;
+use std::collections::HashSet;
+use std::time::Duration;
+
+use super::setup::DemoEnv;
+use super::DemoArgs;
+use crate::Failure;
+
+/// What a browser found in its push.
+#[derive(Debug, Clone)]
+pub struct Delivered {
+    /// The browser's index (its simulated IP address).
+    pub browser: usize,
+    /// `notification_id` of the payload.
+    pub notification_id: String,
+    /// `ping_token` of the payload.
+    pub token: String,
+}
+
+/// One ping a service worker sends.
+#[derive(Debug, Clone)]
+pub struct Ping {
+    browser: usize,
+    kind: &'static str,
+    notification_id: String,
+    token: String,
+}
+
+/// The pings to send, drawn at random from the fractions of [`DemoArgs`].
+pub struct Plan {
+    /// Sent first.
+    pub on_time: Vec<Ping>,
+    /// Sent after the on-time ones were counted.
+    pub late: Vec<Ping>,
+}
+
+/// Ground truth: the distinct notifications pinged.
+#[derive(Debug, Default, Clone)]
+pub struct Truth {
+    /// Delivered notification ids.
+    pub delivered: HashSet<String>,
+    /// Clicked notification ids.
+    pub clicked: HashSet<String>,
+}
+
+/// What [`send`] got back.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct Sent {
+    /// `delivered` pings accepted (202).
+    pub delivered: u64,
+    /// `clicked` pings accepted (202).
+    pub clicked: u64,
+    /// Pings refused for good.
+    pub refused: u64,
+    /// 429 / 503 answers retried.
+    pub retried: u64,
+}
+
+impl Plan {
+    /// Each delivered push pings `delivered` with probability
+    /// `args.delivered` and, if so, `clicked` with `args.clicked`; each
+    /// ping is repeated with `args.repeated` and held back with `args.late`.
+    pub fn draw(pushes: &[Delivered], args: &DemoArgs) -> Plan {
+        let mut rng = rand::rng();
+        let mut plan = Plan {
+            on_time: Vec::new(),
+            late: Vec::new(),
+        };
+        for p in pushes {
+            if !rng.random_bool(args.delivered) {
+                continue;
+            }
+            let mut kinds = vec!["delivered"];
+            if rng.random_bool(args.clicked) {
+                kinds.push("clicked");
+            }
+            for kind in kinds {
+                let copies = if rng.random_bool(args.repeated) { 2 } else { 1 };
+                for _ in 0..copies {
+                    let ping = Ping {
+                        browser: p.browser,
+                        kind,
+                        notification_id: p.notification_id.clone(),
+                        token: p.token.clone(),
+                    };
+                    if rng.random_bool(args.late) {
+                        plan.late.push(ping);
+                    } else {
+                        plan.on_time.push(ping);
+                    }
+                }
+            }
+        }
+        plan
+    }
+
+    /// The distinct notifications among `pings`.
+    pub fn truth_of(&self, pings: &[Ping]) -> Truth {
+        let mut t = Truth::default();
+        for p in pings {
+            match p.kind {
+                "delivered" => t.delivered.insert(p.notification_id.clone()),
+                _ => t.clicked.insert(p.notification_id.clone()),
+            };
+        }
+        t
+    }
+
+    /// The distinct notifications of the whole plan.
+    pub fn truth(&self) -> Truth {
+        let mut t = self.truth_of(&self.on_time);
+        let late = self.truth_of(&self.late);
+        t.delivered.extend(late.delivered);
+        t.clicked.extend(late.clicked);
+        t
+    }
+}
+
+/// A browser's address as the load balancer reports it.
+fn browser_ip(i: usize) -> String {
+    format!("10.{}.{}.{}", (i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff)
+}
+
+/// Creates and launches a campaign for `store_id` through
+/// `POST /v1/events/…`; returns its id.
+pub async fn launch_campaign(
+    env: &DemoEnv,
+    store_id: &str,
+    token: &str,
+) -> Result<String, Failure> {
+    let campaign_id = format!("camp-{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
+    let created = json!({
+        "store_id": store_id,
+        "campaign_id": campaign_id,
+        "title": "Black Friday: 30 % off",
+        "body": "Only today, on everything in the shop.",
+        "url": "https://shop.example/black-friday",
+        "icon": null,
+        "ttl_seconds": 86_400,
+        "urgency": "high",
+    });
+    let launched = json!({"store_id": store_id, "campaign_id": campaign_id});
+    for (topic, body) in [
+        ("campaign.created", created),
+        ("campaign.launched", launched),
+    ] {
+        let r = env
+            .http
+            .post(format!("{}/v1/events/{topic}", env.ingest()))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await?;
+        let status = r.status();
+        if status.as_u16() != 201 {
+            let text = r.text().await.unwrap_or_default();
+            return Err(Failure::Other(anyhow::anyhow!(
+                "ingest refused {topic} with {status}: {text} (is --token / PUSHFLOW_DEMO_TOKEN one of ingest's tokens?)"
+            )));
+        }
+    }
+    Ok(campaign_id)
+}
+
+/// Sends `pings` to `/v1/pings`, 64 at a time, retrying 429 and 503 after
+/// their `Retry-After`.
+pub async fn send(env: &DemoEnv, pings: &[Ping], bar: &ProgressBar) -> Result<Sent, Failure> {
+    let url = format!("{}/v1/pings", env.ingest());
+    let results: Vec<Result<(&'static str, u64), String>> = futures::stream::iter(pings)
+        .map(|p| {
+            let url = url.clone();
+            async move {
+                let r = send_one(env, &url, p).await;
+                bar.inc(1);
+                r
+            }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    let mut sent = Sent::default();
+    let mut first_error = None;
+    for r in results {
+        match r {
+            Ok((kind, retries)) => {
+                sent.retried += retries;
+                match kind {
+                    "delivered" => sent.delivered += 1,
+                    _ => sent.clicked += 1,
+                }
+            }
+            Err(e) => {
+                sent.refused += 1;
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        tracing::warn!(refused = sent.refused, first = %e, "pings refused");
+    }
+    Ok(sent)
+}
+
+async fn send_one(env: &DemoEnv, url: &str, p: &Ping) -> Result<(&'static str, u64), String> {
+    let body = json!({"type": p.kind, "token": p.token}).to_string();
+    let mut retries = 0;
+    loop {
+        let r = env
+            .http
+            .post(url)
+            .header("content-type", "text/plain;charset=UTF-8")
+            .header("x-forwarded-for", browser_ip(p.browser))
+            .body(body.clone())
+            .send()
+            .await;
+        let wait = match r {
+            Ok(r) if r.status().as_u16() == 202 => return Ok((p.kind, retries)),
+            Ok(r) if matches!(r.status().as_u16(), 429 | 503) => r
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .map(Duration::from_secs)
+                .unwrap_or(Duration::from_millis(200)),
+            Ok(r) => {
+                let status = r.status();
+                return Err(format!("{status}: {}", r.text().await.unwrap_or_default()));
+            }
+            Err(e) if retries < 5 => {
+                tracing::debug!(error = %e, "ping failed; retrying");
+                Duration::from_millis(200)
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        retries += 1;
+        if retries > 50 {
+            return Err(format!(
+                "ping of {} still refused after 50 tries",
+                p.notification_id
+            ));
+        }
+        tokio::time::sleep(wait).await;
+    }
+}

@@ -1,0 +1,280 @@
+//! Waiting for pushflow's outputs and reading them back: dispatch's
+//! subscription view, push-sim's inbox, the billing view, the lake, the
+//! dead-letter topics.
+
+use arrow::array::{Array, Int64Array};
+use indicatif::ProgressBar;
+use pushflow_aggregate::billing::BillingRow;
+use pushflow_s3_parquet::Lake;
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+use super::browsers::{Delivered, Truth};
+use super::setup::DemoEnv;
+use super::DemoArgs;
+use crate::Failure;
+
+const POLL: Duration = Duration::from_millis(250);
+
+fn timed_out(what: &str, args: &DemoArgs) -> Failure {
+    Failure::Other(anyhow::anyhow!(
+        "{what} (waited {}); see the log above",
+        humantime::format_duration(args.phase_timeout)
+    ))
+}
+
+/// Waits until dispatch's view knows all of `store_id`'s subscribers.
+pub async fn wait_active(
+    env: &DemoEnv,
+    store_id: &str,
+    args: &DemoArgs,
+    bar: &ProgressBar,
+) -> Result<(), Failure> {
+    let store = pushflow_dispatch::store::Store::connect(&env.topology.services.database_url)
+        .await
+        .map_err(|e| Failure::Other(e.into()))?;
+    let deadline = Instant::now() + args.phase_timeout;
+    loop {
+        let n = store
+            .active_count(store_id)
+            .await
+            .map_err(|e| Failure::Other(e.into()))?;
+        bar.set_message(format!("{n} active in dispatch"));
+        if n as usize >= args.subscribers {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(timed_out(
+                &format!(
+                    "dispatch's view has {n} of {} subscribers",
+                    args.subscribers
+                ),
+                args,
+            ));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// What push-sim received for the campaign.
+#[derive(Debug, Default)]
+pub struct Pushes {
+    /// One per subscriber: what its browser decrypted.
+    pub payloads: Vec<Delivered>,
+    /// Pushes accepted in all (a retried send counts twice).
+    pub accepted: u64,
+    /// Subscribers that received the notification more than once.
+    pub repeated: u64,
+    /// Bodies push-sim could not decrypt.
+    pub decrypt_failed: u64,
+}
+
+/// Waits until every subscriber's browser has the campaign's push, then
+/// reads the decrypted payloads.
+pub async fn wait_pushes(
+    env: &DemoEnv,
+    campaign_id: &str,
+    subs: &[String],
+    args: &DemoArgs,
+    bar: &ProgressBar,
+) -> Result<Pushes, Failure> {
+    let state = &env.sim.state;
+    let deadline = Instant::now() + args.phase_timeout;
+    let accepted = |s: &serde_json::Value, k: &str| s[k].as_u64().unwrap_or(0);
+    loop {
+        let stats = state.stats();
+        let n = accepted(&stats, "accepted");
+        bar.set_position(n.min(subs.len() as u64));
+        if n >= subs.len() as u64 {
+            let mut out = Pushes {
+                accepted: n,
+                decrypt_failed: accepted(&stats, "decrypt_failed"),
+                ..Pushes::default()
+            };
+            let mut missing = 0;
+            for (browser, sub) in subs.iter().enumerate() {
+                let got = state.received(sub);
+                if got.len() > 1 {
+                    out.repeated += 1;
+                }
+                let payload = got
+                    .iter()
+                    .filter_map(|r| r.payload.as_ref())
+                    .find(|p| p["campaign_id"].as_str() == Some(campaign_id));
+                match payload {
+                    Some(p) => out.payloads.push(Delivered {
+                        browser,
+                        notification_id: p["notification_id"].as_str().unwrap_or("").into(),
+                        token: p["ping_token"].as_str().unwrap_or("").into(),
+                    }),
+                    None => missing += 1,
+                }
+            }
+            if missing == 0 {
+                return Ok(out);
+            }
+            bar.set_message(format!("{missing} browsers still waiting"));
+        }
+        if Instant::now() > deadline {
+            return Err(timed_out(
+                &format!("push-sim accepted {n} of {} pushes", subs.len()),
+                args,
+            ));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The current month, `YYYY-MM`, in UTC (billing's months are UTC).
+pub fn this_month() -> String {
+    chrono::Utc::now().format("%Y-%m").to_string()
+}
+
+/// Waits until the billing view counts `truth` for `store_id` this month
+/// (returns at once if it counts more: a double count is a result to
+/// report, not to wait out).
+pub async fn wait_billing(
+    env: &DemoEnv,
+    store_id: &str,
+    truth: &Truth,
+    args: &DemoArgs,
+    bar: &ProgressBar,
+) -> Result<BillingRow, Failure> {
+    let (want_i, want_c) = (truth.delivered.len() as i64, truth.clicked.len() as i64);
+    let deadline = Instant::now() + args.phase_timeout;
+    let db = &env.topology.services.database_url;
+    loop {
+        let row = pushflow_aggregate::billing::rows(db, &this_month(), Some(store_id))
+            .await
+            .ok()
+            .and_then(|r| r.into_iter().next());
+        let (i, c) = row.as_ref().map_or((0, 0), |r| (r.impressions, r.clicks));
+        bar.set_position(i.max(0) as u64);
+        bar.set_message(format!("{c}/{want_c} clicks"));
+        if let Some(row) = row {
+            if (i >= want_i && c >= want_c) || i > want_i || c > want_c {
+                return Ok(row);
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(timed_out(
+                &format!("billing shows {i} of {want_i} impressions and {c} of {want_c} clicks"),
+                args,
+            ));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// What the lake holds for the demo's merchant.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct LakeCounts {
+    /// Rows per table.
+    pub rows: BTreeMap<String, u64>,
+    /// `count(DISTINCT notification_id)` of `notification_delivered` this month.
+    pub distinct_delivered: u64,
+    /// The same for `notification_clicked`.
+    pub distinct_clicked: u64,
+    /// The same for the campaign's `notification_dispatched`.
+    pub distinct_dispatched: u64,
+    /// The SQL the impressions came from (what an analyst would run).
+    pub sql: String,
+}
+
+async fn scalar(lake: &Lake, sql: &str) -> Result<u64, Failure> {
+    let batches = pushflow_s3_parquet::query::query(lake, sql)
+        .await
+        .map_err(|e| Failure::Other(e.into()))?;
+    let v = batches
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .and_then(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .map(|a| a.value(0))
+        })
+        .unwrap_or(0);
+    Ok(v.max(0) as u64)
+}
+
+/// Waits until the lake holds `expected` rows per table for `store_id`
+/// (returns at once when a table holds more), then counts the distinct
+/// notifications the way an analyst would.
+pub async fn wait_lake(
+    env: &DemoEnv,
+    store_id: &str,
+    campaign_id: &str,
+    expected: &BTreeMap<String, u64>,
+    args: &DemoArgs,
+    bar: &ProgressBar,
+) -> Result<LakeCounts, Failure> {
+    let lake =
+        Lake::open(&env.topology.services.lake_url, &[]).map_err(|e| Failure::Other(e.into()))?;
+    let deadline = Instant::now() + args.phase_timeout;
+    let mut counts = LakeCounts::default();
+    loop {
+        for table in expected.keys() {
+            let sql = format!("SELECT count(*) FROM {table} WHERE store_id = '{store_id}'");
+            counts
+                .rows
+                .insert(table.clone(), scalar(&lake, &sql).await?);
+        }
+        bar.set_position(counts.rows.values().sum());
+        let done: HashSet<&String> = expected
+            .iter()
+            .filter(|(t, n)| counts.rows.get(*t) == Some(n))
+            .map(|(t, _)| t)
+            .collect();
+        let over = expected
+            .iter()
+            .any(|(t, n)| counts.rows.get(t).is_some_and(|g| g > n));
+        if done.len() == expected.len() || over {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(timed_out(
+                &format!("the lake holds {:?}, expected {expected:?}", counts.rows),
+                args,
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let month_start = format!("{}-01", this_month());
+    counts.sql = format!(
+        "SELECT count(DISTINCT notification_id) FROM notification_delivered WHERE store_id = '{store_id}' AND dt >= '{month_start}'"
+    );
+    counts.distinct_delivered = scalar(&lake, &counts.sql).await?;
+    counts.distinct_clicked = scalar(
+        &lake,
+        &format!("SELECT count(DISTINCT notification_id) FROM notification_clicked WHERE store_id = '{store_id}' AND dt >= '{month_start}'"),
+    )
+    .await?;
+    counts.distinct_dispatched = scalar(
+        &lake,
+        &format!("SELECT count(DISTINCT notification_id) FROM notification_dispatched WHERE campaign_id = '{campaign_id}'"),
+    )
+    .await?;
+    Ok(counts)
+}
+
+/// Every dead-letter topic's watermark span (see
+/// [`pushflow_runtime::kafka::admin::watermark_spans`]): compare two
+/// readings.
+pub async fn dlq_records(
+    env_topology: &pushflow_runtime::topology::Topology,
+) -> Result<BTreeMap<String, i64>, Failure> {
+    let topics: Vec<String> = env_topology
+        .topics
+        .iter()
+        .map(|t| pushflow_schemas::catalogue::dlq_topic(&t.spec.name))
+        .collect();
+    let brokers = env_topology.services.brokers.clone();
+    let kafka = env_topology.kafka.clone();
+    tokio::task::spawn_blocking(move || {
+        pushflow_runtime::kafka::admin::watermark_spans(&brokers, &kafka, &topics)
+    })
+    .await
+    .map_err(|e| Failure::Other(e.into()))?
+    .map_err(|e| Failure::Other(e.into()))
+}

@@ -1,0 +1,305 @@
+//! The demo's report: figures per phase, and checks of pushflow's outputs
+//! against the demo's ground truth.
+
+use pushflow_aggregate::billing::BillingRow;
+use pushflow_s3_parquet::lake::table_name;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::time::Duration;
+
+use super::browsers::{Sent, Truth};
+use super::checks::{LakeCounts, Pushes};
+
+/// The reference peak: a million notifications in 15 minutes.
+const REFERENCE_NOTIFICATIONS: f64 = 1_000_000.0;
+const REFERENCE_SECONDS: f64 = 15.0 * 60.0;
+
+/// One check of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// What is checked.
+    pub name: String,
+    /// Whether it held.
+    pub ok: bool,
+    /// The figures compared.
+    pub detail: String,
+}
+
+/// Dispatch's figures.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct DispatchFigures {
+    /// From launch until every browser had its push.
+    pub seconds: f64,
+    /// Notifications per second over that time.
+    pub per_second: f64,
+    /// Pushes push-sim accepted.
+    pub accepted: u64,
+    /// Subscribers pushed more than once.
+    pub repeated: u64,
+    /// Bodies push-sim could not decrypt.
+    pub decrypt_failed: u64,
+    /// Time a million notifications would take at this rate.
+    pub projected_seconds_for_1m: f64,
+    /// `projected_seconds_for_1m` / 15 minutes (below 1: faster than the
+    /// reference peak).
+    pub vs_reference: f64,
+}
+
+/// The pings the browsers sent.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct PingFigures {
+    /// On-time wave.
+    pub on_time: Sent,
+    /// Late wave.
+    pub late: Sent,
+    /// Distinct notifications pinged `delivered` (ground truth).
+    pub distinct_delivered: u64,
+    /// Distinct notifications pinged `clicked` (ground truth).
+    pub distinct_clicked: u64,
+}
+
+/// What `pushflow demo` reports.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Report {
+    /// The demo's merchant.
+    pub store_id: String,
+    /// Its campaign.
+    pub campaign_id: String,
+    /// Simulated subscribers.
+    pub subscribers: u64,
+    /// Seconds per phase, in order.
+    pub phases: Vec<(String, f64)>,
+    /// Dispatch.
+    pub dispatch: DispatchFigures,
+    /// Pings.
+    pub pings: PingFigures,
+    /// The billing view's row for the merchant this month.
+    pub billing: Option<BillingRow>,
+    /// The lake's rows for the merchant.
+    pub lake: Option<LakeCounts>,
+    /// Dead-letter topics that grew during the demo, by how much their
+    /// watermarks moved.
+    pub dead_letters: BTreeMap<String, i64>,
+    /// Whole run, seconds.
+    pub total_seconds: f64,
+    /// Every check and whether it held.
+    pub checks: Vec<Check>,
+}
+
+impl Report {
+    /// An empty report for `store_id`.
+    pub fn new(store_id: &str, subscribers: usize) -> Report {
+        Report {
+            store_id: store_id.to_string(),
+            subscribers: subscribers as u64,
+            ..Report::default()
+        }
+    }
+
+    /// Records a phase's duration.
+    pub fn phase(&mut self, name: &str, took: Duration) {
+        self.phases.push((name.to_string(), took.as_secs_f64()));
+    }
+
+    /// Records dispatch's figures.
+    pub fn dispatch(&mut self, p: &Pushes, took: Duration) {
+        let seconds = took.as_secs_f64().max(1e-3);
+        let per_second = self.subscribers as f64 / seconds;
+        let projected = REFERENCE_NOTIFICATIONS / per_second;
+        self.phase("dispatch", took);
+        self.dispatch = DispatchFigures {
+            seconds,
+            per_second,
+            accepted: p.accepted,
+            repeated: p.repeated,
+            decrypt_failed: p.decrypt_failed,
+            projected_seconds_for_1m: projected,
+            vs_reference: projected / REFERENCE_SECONDS,
+        };
+    }
+
+    /// Records the pings sent and the ground truth.
+    pub fn pings(&mut self, truth: &Truth, on_time: &Sent, late: &Sent) {
+        self.pings = PingFigures {
+            on_time: *on_time,
+            late: *late,
+            distinct_delivered: truth.delivered.len() as u64,
+            distinct_clicked: truth.clicked.len() as u64,
+        };
+    }
+
+    /// The rows each lake table must hold for this merchant: one per event
+    /// the demo caused, repeated pings included (each is its own event).
+    pub fn expected_lake_rows(&self) -> BTreeMap<String, u64> {
+        let n = self.subscribers;
+        let p = &self.pings;
+        [
+            ("subscription.created", n),
+            ("subscription.expired", 0),
+            ("campaign.created", 1),
+            ("campaign.launched", 1),
+            ("notification.dispatched", n),
+            ("notification.failed", 0),
+            (
+                "notification.delivered",
+                p.on_time.delivered + p.late.delivered,
+            ),
+            ("notification.clicked", p.on_time.clicked + p.late.clicked),
+        ]
+        .into_iter()
+        .map(|(t, n)| (table_name(t), n))
+        .collect()
+    }
+
+    /// Fills [`Report::checks`] from the figures.
+    pub fn check(&mut self) {
+        let mut checks = Vec::new();
+        let mut add = |name: &str, ok: bool, detail: String| {
+            checks.push(Check {
+                name: name.into(),
+                ok,
+                detail,
+            })
+        };
+        let p = &self.pings;
+        let lake = self.lake.clone().unwrap_or_default();
+        let dispatched = lake
+            .rows
+            .get("notification_dispatched")
+            .copied()
+            .unwrap_or(0);
+        let failed = lake.rows.get("notification_failed").copied().unwrap_or(0);
+        add(
+            "every subscriber has exactly one outcome",
+            lake.distinct_dispatched == self.subscribers
+                && dispatched == self.subscribers
+                && failed == 0,
+            format!(
+                "{} subscribers; lake: {dispatched} dispatched ({} distinct), {failed} failed",
+                self.subscribers, lake.distinct_dispatched
+            ),
+        );
+        add(
+            "push-sim decrypted every push",
+            self.dispatch.decrypt_failed == 0,
+            format!(
+                "{} accepted, {} not decryptable",
+                self.dispatch.accepted, self.dispatch.decrypt_failed
+            ),
+        );
+        let refused = p.on_time.refused + p.late.refused;
+        add(
+            "ingest accepted every ping",
+            refused == 0,
+            format!("{refused} refused"),
+        );
+        let (bi, bc) = self
+            .billing
+            .as_ref()
+            .map_or((-1, -1), |b| (b.impressions, b.clicks));
+        add(
+            "billing = distinct pings sent",
+            bi == p.distinct_delivered as i64 && bc == p.distinct_clicked as i64,
+            format!(
+                "impressions {bi} vs {} distinct delivered; clicks {bc} vs {} distinct clicked",
+                p.distinct_delivered, p.distinct_clicked
+            ),
+        );
+        add(
+            "lake query agrees with billing",
+            lake.distinct_delivered as i64 == bi && lake.distinct_clicked as i64 == bc,
+            format!(
+                "lake: {} delivered, {} clicked; billing: {bi}, {bc}",
+                lake.distinct_delivered, lake.distinct_clicked
+            ),
+        );
+        let expected = self.expected_lake_rows();
+        add(
+            "lake holds every record exactly once",
+            lake.rows == expected,
+            format!("rows {:?}, expected {expected:?}", lake.rows),
+        );
+        add(
+            "no dead letters",
+            self.dead_letters.is_empty(),
+            format!("{:?}", self.dead_letters),
+        );
+        self.checks = checks;
+    }
+
+    /// Names of the checks that failed.
+    pub fn failed_checks(&self) -> Vec<String> {
+        self.checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| format!("{}: {}", c.name, c.detail))
+            .collect()
+    }
+
+    /// The report as printed.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let d = &self.dispatch;
+        let p = &self.pings;
+        let _ = writeln!(
+            s,
+            "\npushflow demo: merchant {} · campaign {}",
+            self.store_id, self.campaign_id
+        );
+        let _ = writeln!(s, "  subscribers   {}", self.subscribers);
+        let _ = writeln!(
+            s,
+            "  dispatch      {} notifications in {:.1} s = {:.0}/s ({} pushes accepted, {} repeated)",
+            self.subscribers, d.seconds, d.per_second, d.accepted, d.repeated
+        );
+        let _ = writeln!(
+            s,
+            "  reference     1,000,000 notifications: {} at this rate vs 15 min ({:.2}× the reference time)",
+            humantime::format_duration(Duration::from_secs(d.projected_seconds_for_1m as u64)),
+            d.vs_reference
+        );
+        let _ = writeln!(
+            s,
+            "  pings         {} delivered + {} clicked accepted ({} of them late); {} / {} distinct",
+            p.on_time.delivered + p.late.delivered,
+            p.on_time.clicked + p.late.clicked,
+            p.late.delivered + p.late.clicked,
+            p.distinct_delivered,
+            p.distinct_clicked
+        );
+        if let Some(b) = &self.billing {
+            let _ =
+                writeln!(
+                s,
+                "  billing       {} {}: {} impressions, {} clicks (pushflow billing --month {})",
+                b.store_id, b.month, b.impressions, b.clicks, &b.month[..7]
+            );
+        }
+        if let Some(l) = &self.lake {
+            let _ = writeln!(
+                s,
+                "  lake query    {} distinct delivered, {} distinct clicked",
+                l.distinct_delivered, l.distinct_clicked
+            );
+            let _ = writeln!(s, "                pushflow query \"{}\"", l.sql);
+        }
+        let phases: Vec<String> = self
+            .phases
+            .iter()
+            .map(|(n, t)| format!("{n} {t:.1}s"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "  phases        {} · total {:.1} s",
+            phases.join(", "),
+            self.total_seconds
+        );
+        let _ = writeln!(s, "  checks");
+        for c in &self.checks {
+            let mark = if c.ok { "ok  " } else { "FAIL" };
+            let _ = writeln!(s, "    {mark} {}: {}", c.name, c.detail);
+        }
+        s
+    }
+}

@@ -142,12 +142,15 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Demo(_)) {
-        // The demo's push service is push-sim on http://127.0.0.1; dispatch
-        // reads this while validating, before any thread exists.
+    let is_demo = matches!(cli.command, Command::Demo(_));
+    if is_demo {
+        // The demo's push service is push-sim on http://127.0.0.1 (dispatch
+        // reads this when validating); set before any thread exists.
         std::env::set_var("PUSHFLOW_ALLOW_INSECURE_PUSH", "1");
     }
-    pushflow_runtime::telemetry::init_tracing(cli.log_json);
+    // The demo draws progress bars: only warnings and errors in between.
+    let level = if is_demo { "warn" } else { "info" };
+    pushflow_runtime::telemetry::init_tracing_at(cli.log_json, level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

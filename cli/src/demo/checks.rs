@@ -19,7 +19,7 @@ const POLL: Duration = Duration::from_millis(250);
 fn timed_out(what: &str, args: &DemoArgs) -> Failure {
     Failure::Other(anyhow::anyhow!(
         "{what} (waited {}); see the log above",
-        humantime::format_duration(args.phase_timeout)
+        humantime::format_duration(args.phase_timeout())
     ))
 }
 
@@ -33,7 +33,7 @@ pub async fn wait_active(
     let store = pushflow_dispatch::store::Store::connect(&env.topology.services.database_url)
         .await
         .map_err(|e| Failure::Other(e.into()))?;
-    let deadline = Instant::now() + args.phase_timeout;
+    let deadline = Instant::now() + args.phase_timeout();
     loop {
         let n = store
             .active_count(store_id)
@@ -79,7 +79,7 @@ pub async fn wait_pushes(
     bar: &ProgressBar,
 ) -> Result<Pushes, Failure> {
     let state = &env.sim.state;
-    let deadline = Instant::now() + args.phase_timeout;
+    let deadline = Instant::now() + args.phase_timeout();
     let accepted = |s: &serde_json::Value, k: &str| s[k].as_u64().unwrap_or(0);
     loop {
         let stats = state.stats();
@@ -141,7 +141,7 @@ pub async fn wait_billing(
     bar: &ProgressBar,
 ) -> Result<BillingRow, Failure> {
     let (want_i, want_c) = (truth.delivered.len() as i64, truth.clicked.len() as i64);
-    let deadline = Instant::now() + args.phase_timeout;
+    let deadline = Instant::now() + args.phase_timeout();
     let db = &env.topology.services.database_url;
     loop {
         let row = pushflow_aggregate::billing::rows(db, &this_month(), Some(store_id))
@@ -211,7 +211,7 @@ pub async fn wait_lake(
 ) -> Result<LakeCounts, Failure> {
     let lake =
         Lake::open(&env.topology.services.lake_url, &[]).map_err(|e| Failure::Other(e.into()))?;
-    let deadline = Instant::now() + args.phase_timeout;
+    let deadline = Instant::now() + args.phase_timeout();
     let mut counts = LakeCounts::default();
     loop {
         for table in expected.keys() {

@@ -56,12 +56,22 @@ pub struct DemoArgs {
         default_value = "pushflow-dev-token"
     )]
     pub token: String,
-    /// Give up on a phase after this long.
-    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
-    pub phase_timeout: Duration,
+    /// Give up on a phase after this long (default: 10 minutes plus 2 ms
+    /// per subscriber, so 43 minutes for a million).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub phase_timeout: Option<Duration>,
     /// Print the report as JSON on stdout (for scripts and tests).
     #[arg(long)]
     pub json: bool,
+}
+
+impl DemoArgs {
+    /// How long one phase may take.
+    pub fn phase_timeout(&self) -> Duration {
+        self.phase_timeout.unwrap_or_else(|| {
+            Duration::from_secs(600) + Duration::from_millis(2 * self.subscribers as u64)
+        })
+    }
 }
 
 /// A phase's progress bar.

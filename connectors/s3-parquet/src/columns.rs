@@ -12,13 +12,14 @@
 use apache_avro::types::Value;
 use apache_avro::Schema;
 use arrow::array::{
-    ArrayRef, BinaryBuilder, BooleanBuilder, Float32Builder, Float64Builder, Int32Builder,
+    Array, ArrayRef, BinaryBuilder, BooleanBuilder, Float32Builder, Float64Builder, Int32Builder,
     Int64Builder, StringBuilder, TimestampMillisecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema as ArrowSchema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use std::sync::Arc;
 
+use crate::decode::Cell;
 use crate::LakeError;
 
 /// The column kind a field of the Avro record maps to.
@@ -193,6 +194,21 @@ fn fits(col: &Column, v: &Value) -> bool {
     }
 }
 
+/// Whether `c` fits `col` (the decoder yields each column's own type; this
+/// is the guard that keeps the columns aligned all the same).
+fn cell_fits(col: &Column, c: &Cell<'_>) -> bool {
+    matches!(
+        (col.kind, c),
+        (Kind::Utf8, Cell::Str(_) | Cell::Uuid(_))
+            | (Kind::Int32, Cell::Int(_))
+            | (Kind::Int64 | Kind::TimestampMillis, Cell::Long(_))
+            | (Kind::Float32, Cell::Float(_))
+            | (Kind::Float64, Cell::Double(_))
+            | (Kind::Bool, Cell::Bool(_))
+            | (Kind::Binary, Cell::Bytes(_))
+    ) || (col.nullable && *c == Cell::Null)
+}
+
 impl Builder {
     fn new(kind: Kind) -> Builder {
         match kind {
@@ -209,19 +225,45 @@ impl Builder {
         }
     }
 
+    fn append_null(&mut self) {
+        match self {
+            Builder::Utf8(b) => b.append_null(),
+            Builder::Int32(b) => b.append_null(),
+            Builder::Int64(b) => b.append_null(),
+            Builder::Float32(b) => b.append_null(),
+            Builder::Float64(b) => b.append_null(),
+            Builder::Bool(b) => b.append_null(),
+            Builder::Ts(b) => b.append_null(),
+            Builder::Binary(b) => b.append_null(),
+        }
+    }
+
+    /// Appends a cell that [`cell_fits`] the column (anything else is
+    /// ignored: the caller checked the whole row first).
+    #[inline]
+    fn append_cell(&mut self, c: &Cell<'_>) {
+        match (self, c) {
+            (b, Cell::Null) => b.append_null(),
+            (Builder::Utf8(b), Cell::Str(s)) => b.append_value(s),
+            (Builder::Utf8(b), Cell::Uuid(u)) => {
+                let mut buf = [0u8; 36];
+                b.append_value(u.hyphenated().encode_lower(&mut buf));
+            }
+            (Builder::Int32(b), Cell::Int(x)) => b.append_value(*x),
+            (Builder::Int64(b), Cell::Long(x)) => b.append_value(*x),
+            (Builder::Ts(b), Cell::Long(x)) => b.append_value(*x),
+            (Builder::Float32(b), Cell::Float(x)) => b.append_value(*x),
+            (Builder::Float64(b), Cell::Double(x)) => b.append_value(*x),
+            (Builder::Bool(b), Cell::Bool(x)) => b.append_value(*x),
+            (Builder::Binary(b), Cell::Bytes(x)) => b.append_value(x),
+            _ => debug_assert!(false, "append_cell: unchecked cell {c:?}"),
+        }
+    }
+
     fn append(&mut self, col: &Column, v: &Value) -> Result<(), LakeError> {
         let v = unwrap_union(v);
         if matches!(v, Value::Null) {
-            match self {
-                Builder::Utf8(b) => b.append_null(),
-                Builder::Int32(b) => b.append_null(),
-                Builder::Int64(b) => b.append_null(),
-                Builder::Float32(b) => b.append_null(),
-                Builder::Float64(b) => b.append_null(),
-                Builder::Bool(b) => b.append_null(),
-                Builder::Ts(b) => b.append_null(),
-                Builder::Binary(b) => b.append_null(),
-            }
+            self.append_null();
             return Ok(());
         }
         match (self, v) {
@@ -262,16 +304,50 @@ impl Builder {
         Ok(())
     }
 
+    /// The array so far; the builder starts again with room for as many
+    /// rows and bytes (batches are alike, so this saves regrowing).
     fn finish(&mut self) -> ArrayRef {
         match self {
-            Builder::Utf8(b) => Arc::new(b.finish()),
-            Builder::Int32(b) => Arc::new(b.finish()),
-            Builder::Int64(b) => Arc::new(b.finish()),
-            Builder::Float32(b) => Arc::new(b.finish()),
-            Builder::Float64(b) => Arc::new(b.finish()),
-            Builder::Bool(b) => Arc::new(b.finish()),
-            Builder::Ts(b) => Arc::new(b.finish()),
-            Builder::Binary(b) => Arc::new(b.finish()),
+            Builder::Utf8(b) => {
+                let a = b.finish();
+                *b = StringBuilder::with_capacity(a.len(), a.value_data().len());
+                Arc::new(a)
+            }
+            Builder::Int32(b) => {
+                let a = b.finish();
+                *b = Int32Builder::with_capacity(a.len());
+                Arc::new(a)
+            }
+            Builder::Int64(b) => {
+                let a = b.finish();
+                *b = Int64Builder::with_capacity(a.len());
+                Arc::new(a)
+            }
+            Builder::Float32(b) => {
+                let a = b.finish();
+                *b = Float32Builder::with_capacity(a.len());
+                Arc::new(a)
+            }
+            Builder::Float64(b) => {
+                let a = b.finish();
+                *b = Float64Builder::with_capacity(a.len());
+                Arc::new(a)
+            }
+            Builder::Bool(b) => {
+                let a = b.finish();
+                *b = BooleanBuilder::with_capacity(a.len());
+                Arc::new(a)
+            }
+            Builder::Ts(b) => {
+                let a = b.finish();
+                *b = TimestampMillisecondBuilder::with_capacity(a.len()).with_timezone("UTC");
+                Arc::new(a)
+            }
+            Builder::Binary(b) => {
+                let a = b.finish();
+                *b = BinaryBuilder::with_capacity(a.len(), a.value_data().len());
+                Arc::new(a)
+            }
         }
     }
 }
@@ -330,7 +406,34 @@ impl Batcher {
         Ok(())
     }
 
-    /// The rows appended so far as one batch; the builders start empty.
+    /// Appends a record read by [`crate::decode::Decoder`] (a cell per
+    /// column, in order). On error nothing is appended.
+    pub fn append_cells(&mut self, cells: &[Cell<'_>]) -> Result<(), LakeError> {
+        if cells.len() != self.layout.columns.len() {
+            return Err(LakeError::Schema(format!(
+                "record has {} fields, its schema {}",
+                cells.len(),
+                self.layout.columns.len()
+            )));
+        }
+        // Check first so that a bad value leaves the columns aligned.
+        for (col, c) in self.layout.columns.iter().zip(cells) {
+            if !cell_fits(col, c) {
+                return Err(LakeError::Schema(format!(
+                    "field {:?} holds {c:?}, which does not fit its {:?} column",
+                    col.name, col.kind
+                )));
+            }
+        }
+        for (b, c) in self.builders.iter_mut().zip(cells) {
+            b.append_cell(c);
+        }
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// The rows appended so far as one batch; the builders start again,
+    /// empty, with room for a batch like this one.
     pub fn finish(&mut self) -> Result<RecordBatch, LakeError> {
         let arrays: Vec<ArrayRef> = self.builders.iter_mut().map(Builder::finish).collect();
         self.rows = 0;

@@ -12,6 +12,7 @@ pub mod bench;
 pub mod cli;
 pub mod columns;
 pub mod ddl;
+pub mod decode;
 mod error;
 pub mod lake;
 pub mod query;

@@ -33,6 +33,13 @@ pub struct SinkConfig {
     /// Largest batch of records taken from Kafka at once.
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
+    /// Files larger than this go up as S3 multipart uploads (in parts of
+    /// `part_size`); smaller ones as one PUT.
+    #[serde(default = "default_multipart_threshold")]
+    pub multipart_threshold: String,
+    /// Part size of multipart uploads (S3: at least 5 MiB, at most 5 GiB).
+    #[serde(default = "default_part_size")]
+    pub part_size: String,
 }
 
 fn default_file_size() -> String {
@@ -56,6 +63,17 @@ fn default_compression() -> String {
 fn default_max_batch() -> usize {
     5000
 }
+fn default_multipart_threshold() -> String {
+    "16MiB".to_string()
+}
+fn default_part_size() -> String {
+    "8MiB".to_string()
+}
+
+/// The smallest part S3 accepts (every part but the last).
+pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+/// The largest part, and the largest single PUT, S3 accepts.
+pub const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
 
 impl Default for SinkConfig {
     fn default() -> Self {
@@ -67,6 +85,8 @@ impl Default for SinkConfig {
             flush_idle: default_flush_idle(),
             compression: default_compression(),
             max_batch: default_max_batch(),
+            multipart_threshold: default_multipart_threshold(),
+            part_size: default_part_size(),
         }
     }
 }
@@ -88,6 +108,10 @@ pub struct Settings {
     pub compression: Compression,
     /// Consumer batch.
     pub max_batch: usize,
+    /// Bytes above which a file is uploaded in parts.
+    pub multipart_threshold: u64,
+    /// Bytes per part of a multipart upload.
+    pub part_size: u64,
 }
 
 impl SinkConfig {
@@ -115,6 +139,21 @@ impl SinkConfig {
                 "file_size, row_group_size, max_records and max_batch must be above 0".into(),
             ));
         }
+        let multipart_threshold =
+            parse_size(&self.multipart_threshold).map_err(field("multipart_threshold"))?;
+        if multipart_threshold == 0 || multipart_threshold > MAX_PART_SIZE {
+            return Err(field("multipart_threshold")(format!(
+                "{:?}: use a size above 0 and at most 5GiB (S3's largest single PUT)",
+                self.multipart_threshold
+            )));
+        }
+        let part_size = parse_size(&self.part_size).map_err(field("part_size"))?;
+        if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&part_size) {
+            return Err(field("part_size")(format!(
+                "{:?}: S3 parts are 5MiB to 5GiB",
+                self.part_size
+            )));
+        }
         Ok(Settings {
             file_size,
             row_group_size: self.row_group_size,
@@ -123,6 +162,8 @@ impl SinkConfig {
             flush_idle: parse_duration(&self.flush_idle).map_err(field("flush_idle"))?,
             compression,
             max_batch: self.max_batch,
+            multipart_threshold,
+            part_size,
         })
     }
 }
@@ -151,5 +192,23 @@ mod tests {
             ..SinkConfig::default()
         };
         assert_eq!(bad.validate().unwrap_err().0, "settings.compression");
+        assert_eq!(d.multipart_threshold, 16 * 1024 * 1024);
+        assert_eq!(d.part_size, 8 * 1024 * 1024);
+        let small_parts: SinkConfig =
+            serde_yaml::from_str("multipart_threshold: 6MiB\npart_size: 5MiB\n").unwrap();
+        let s = small_parts.validate().unwrap();
+        assert_eq!((s.multipart_threshold, s.part_size), (6 << 20, 5 << 20));
+        for (k, v) in [
+            ("part_size", "4MiB"),
+            ("part_size", "6GiB"),
+            ("multipart_threshold", "6GiB"),
+        ] {
+            let c: SinkConfig = serde_yaml::from_str(&format!("{k}: {v}")).unwrap();
+            assert_eq!(
+                c.validate().unwrap_err().0,
+                format!("settings.{k}"),
+                "{k}: {v}"
+            );
+        }
     }
 }

@@ -4,8 +4,10 @@
 //! appears when completed).
 
 use apache_avro::types::Value;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, UploadPart};
 use parquet::arrow::ArrowWriter;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
@@ -15,6 +17,7 @@ use std::time::Instant;
 
 use super::config::Settings;
 use crate::columns::{Batcher, Layout};
+use crate::decode::{Cell, Decoder};
 use crate::lake::{bucket_of, partition_dir, table_name, FileName};
 use crate::LakeError;
 
@@ -23,12 +26,41 @@ pub(super) type BucketKey = (i64, u32);
 
 /// Milliseconds per hour bucket.
 pub(super) const HOUR_MS: i64 = 3_600_000;
-/// Objects above this size go up as multipart uploads.
-const MULTIPART_ABOVE: usize = 16 * 1024 * 1024;
-/// Part size of multipart uploads.
-const PART_SIZE: usize = 8 * 1024 * 1024;
+/// Parts of one multipart upload in flight at once.
+const PARTS_IN_FLIGHT: usize = 4;
 /// Rows buffered in the typed builders before they go to the Parquet writer.
 const ARROW_BATCH: usize = 8192;
+
+/// A decoded record: cells from the fast decoder, or a generic value.
+pub(super) enum Row<'r, 'a> {
+    /// Read by this decoder.
+    Cells(&'r Decoder, &'r [Cell<'a>]),
+    /// Read by apache-avro's generic reader.
+    Value(&'r Value),
+}
+
+impl Row<'_, '_> {
+    /// The record's `occurred_at` (timestamp-millis or long), if it has one.
+    pub(super) fn event_time(&self, layout: &Layout) -> Option<i64> {
+        match self {
+            Row::Cells(d, cells) => d.event_time(cells),
+            Row::Value(v) => match layout.event_time.and_then(|i| record_field(v, i)) {
+                Some(Value::TimestampMillis(t) | Value::Long(t)) => Some(*t),
+                _ => None,
+            },
+        }
+    }
+}
+
+fn record_field(v: &Value, i: usize) -> Option<&Value> {
+    match v {
+        Value::Record(fields) => fields.get(i).map(|(_, v)| match v {
+            Value::Union(_, inner) => inner.as_ref(),
+            other => other,
+        }),
+        _ => None,
+    }
+}
 
 /// A file being filled.
 pub(super) struct OpenFile {
@@ -79,8 +111,11 @@ impl OpenFile {
     }
 
     /// Appends the record at `offset`; on error nothing is appended.
-    pub(super) fn append(&mut self, value: &Value, offset: i64) -> Result<(), LakeError> {
-        self.batcher.append(value)?;
+    pub(super) fn append(&mut self, row: &Row<'_, '_>, offset: i64) -> Result<(), LakeError> {
+        match row {
+            Row::Cells(_, cells) => self.batcher.append_cells(cells)?,
+            Row::Value(v) => self.batcher.append(v)?,
+        }
         self.rows += 1;
         self.last = offset;
         self.last_append = Instant::now();
@@ -127,7 +162,7 @@ impl OpenFile {
             path,
             key: self.key,
             rows: self.rows,
-            bytes,
+            bytes: Bytes::from(bytes),
         })
     }
 }
@@ -138,21 +173,64 @@ pub(super) struct Sealed {
     pub(super) path: Path,
     pub(super) key: BucketKey,
     pub(super) rows: u64,
-    pub(super) bytes: Vec<u8>,
+    /// The whole file (cheap to clone: every attempt shares it).
+    pub(super) bytes: Bytes,
+}
+
+/// How a file went up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Upload {
+    /// One PUT.
+    Put,
+    /// A multipart upload of this many parts.
+    Multipart(usize),
 }
 
 impl Sealed {
-    /// Writes the object; it appears whole or not at all.
-    pub(super) async fn upload(&self, store: &dyn ObjectStore) -> Result<(), LakeError> {
-        if self.bytes.len() > MULTIPART_ABOVE {
-            let upload = store.put_multipart(&self.path).await?;
-            let mut w = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-            w.write(&self.bytes);
-            w.finish().await?;
-        } else {
-            let payload = PutPayload::from(bytes::Bytes::from(self.bytes.clone()));
-            store.put(&self.path, payload).await?;
+    /// Writes the object; it appears whole or not at all: one PUT up to
+    /// `multipart_threshold` bytes, above it a multipart upload of
+    /// `part_size` parts (slices of the sealed bytes, no copy), which the
+    /// store only shows once completed. A failed multipart upload is
+    /// aborted (best effort) so that its parts do not linger; the next
+    /// attempt starts a new one under the same name.
+    pub(super) async fn upload(
+        &self,
+        store: &dyn ObjectStore,
+        settings: &Settings,
+    ) -> Result<Upload, LakeError> {
+        let len = self.bytes.len();
+        if len as u64 <= settings.multipart_threshold {
+            store
+                .put(&self.path, PutPayload::from(self.bytes.clone()))
+                .await?;
+            return Ok(Upload::Put);
         }
-        Ok(())
+        let part_size = usize::try_from(settings.part_size).unwrap_or(usize::MAX);
+        let mut upload = store.put_multipart(&self.path).await?;
+        // Part numbers follow the order of `put_part` calls; the requests
+        // themselves run when polled, a few at a time.
+        let parts: Vec<UploadPart> = (0..len)
+            .step_by(part_size)
+            .map(|start| {
+                let end = start.saturating_add(part_size).min(len);
+                upload.put_part(PutPayload::from(self.bytes.slice(start..end)))
+            })
+            .collect();
+        let n = parts.len();
+        let sent = futures::stream::iter(parts)
+            .buffer_unordered(PARTS_IN_FLIGHT)
+            .try_collect::<()>()
+            .await;
+        let result = match sent {
+            Ok(()) => upload.complete().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            if let Err(abort) = upload.abort().await {
+                tracing::debug!(path = %self.path, error = %abort, "could not abort the failed multipart upload");
+            }
+            return Err(e.into());
+        }
+        Ok(Upload::Multipart(n))
     }
 }

@@ -1,6 +1,8 @@
 //! The sink's [`Handler`]: decode with the writer schema, buffer per
 //! (partition, hour bucket, schema id), write Parquet objects, report what
-//! is durable.
+//! is durable. Records whose fields are all primitives are read by
+//! [`crate::decode`] straight from their bytes into the column builders;
+//! others through apache-avro's generic reader.
 //!
 //! Exactly-once files, by resuming after what is already written: every
 //! file name carries its first and last offset
@@ -36,8 +38,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::config::Settings;
-use super::files::{BucketKey, OpenFile, Sealed, HOUR_MS};
+use super::files::{BucketKey, OpenFile, Row, Sealed, Upload, HOUR_MS};
 use crate::columns::Layout;
+use crate::decode::{recycle, Cell, Decoder};
 use crate::lake::{bucket_of, partition_dir, table_name, FileName, Lake};
 use crate::LakeError;
 
@@ -54,10 +57,17 @@ pub struct Stats {
     pub dead_letters: AtomicU64,
     /// Replayed records skipped because a file already holds them.
     pub skipped: AtomicU64,
+    /// Files uploaded as multipart uploads (also in `files_written`).
+    pub multipart_files: AtomicU64,
+    /// Upload attempts that failed (the store was unreachable or failing;
+    /// the file stays sealed and is uploaded again later).
+    pub upload_failures: AtomicU64,
 }
 
 struct WriterSchema {
     reader: GenericDatumReader<'static>,
+    /// The fast path, when every field is a primitive.
+    decoder: Option<Decoder>,
     layout: Arc<Layout>,
 }
 
@@ -82,6 +92,8 @@ pub struct SinkHandler {
     parts: HashMap<(String, i32), PartState>,
     sealed: VecDeque<Sealed>,
     stats: Arc<Stats>,
+    /// The decoder's cell buffer, kept between records.
+    cells: Vec<Cell<'static>>,
 }
 
 impl SinkHandler {
@@ -104,6 +116,7 @@ impl SinkHandler {
             parts: HashMap::new(),
             sealed: VecDeque::new(),
             stats: Arc::new(Stats::default()),
+            cells: Vec::new(),
         }
     }
 
@@ -133,32 +146,11 @@ impl SinkHandler {
             .map_err(|e| bad(e.to_string()))?;
         let w = Arc::new(WriterSchema {
             reader,
+            decoder: Decoder::of(schema),
             layout: Arc::new(layout),
         });
         self.schemas.insert(id, w.clone());
         Ok(w)
-    }
-
-    async fn decode(&mut self, r: &Record) -> Result<(u32, Arc<WriterSchema>, Value), CodecError> {
-        let bytes = r.payload.as_deref().unwrap_or_default();
-        let (id, mut body) = wire::split(bytes)?;
-        let w = self.writer_schema(id).await?;
-        let bad = |message: String| CodecError::BadBody {
-            topic: r.topic.clone(),
-            id,
-            message,
-        };
-        let value = w
-            .reader
-            .read_value(&mut body)
-            .map_err(|e| bad(e.to_string()))?;
-        if !body.is_empty() {
-            return Err(bad(format!(
-                "{} bytes left over after the record",
-                body.len()
-            )));
-        }
-        Ok((id, w, value))
     }
 
     async fn dead_letter(&mut self, r: &Record, reason: &str) -> Result<(), LakeError> {
@@ -217,9 +209,24 @@ impl SinkHandler {
     async fn upload_sealed(&mut self) -> Result<(), LakeError> {
         while let Some(s) = self.sealed.front() {
             let started = Instant::now();
-            s.upload(self.lake.store.as_ref()).await?;
+            let how = match s.upload(self.lake.store.as_ref(), &self.settings).await {
+                Ok(how) => how,
+                Err(e) => {
+                    self.stats.upload_failures.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("pushflow_lake_upload_failures_total", "component" => self.component.clone())
+                        .increment(1);
+                    return Err(e);
+                }
+            };
             let s = self.sealed.pop_front().expect("front exists");
-            tracing::debug!(component = %self.component, path = %s.path, rows = s.rows, bytes = s.bytes.len(), ms = started.elapsed().as_millis() as u64, "file written");
+            let parts = match how {
+                Upload::Put => 1,
+                Upload::Multipart(n) => {
+                    self.stats.multipart_files.fetch_add(1, Ordering::Relaxed);
+                    n
+                }
+            };
+            tracing::debug!(component = %self.component, path = %s.path, rows = s.rows, bytes = s.bytes.len(), parts, ms = started.elapsed().as_millis() as u64, "file written");
             self.stats.rows_written.fetch_add(s.rows, Ordering::Relaxed);
             self.stats.files_written.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("pushflow_records_out_total", "component" => self.component.clone())
@@ -290,24 +297,82 @@ impl SinkHandler {
         if r.offset < seen.seen {
             return Ok(()); // handed again after a failed attempt
         }
-        let (id, w, value) = match self.decode(r).await {
-            Ok(d) => d,
+        let bytes = r.payload.as_deref().unwrap_or_default();
+        let found = match wire::split(bytes) {
+            Ok((id, body)) => self.writer_schema(id).await.map(|w| (id, w, body)),
+            Err(e) => Err(e),
+        };
+        let (id, w, mut body) = match found {
+            Ok(f) => f,
             Err(e) if e.is_retryable() => return Err(LakeError::Runtime(e.into())),
             Err(e) => {
-                self.dead_letter(r, &format!("cannot decode for the lake: {e}"))
-                    .await?;
-                self.parts.get_mut(&key).expect("inserted").seen = r.offset + 1;
-                return Ok(());
+                return self
+                    .skip(r, &format!("cannot decode for the lake: {e}"))
+                    .await
             }
         };
-        let event_ms = match w.layout.event_time.map(|i| record_field(&value, i)) {
-            Some(Some(Value::TimestampMillis(t) | Value::Long(t))) => *t,
-            _ => {
-                let why = "no occurred_at timestamp-millis field: the lake partitions by event time; add it to the schema";
-                self.dead_letter(r, why).await?;
-                self.parts.get_mut(&key).expect("inserted").seen = r.offset + 1;
-                return Ok(());
+        // Primitive records: straight from the bytes into borrowed cells;
+        // the others through apache-avro's generic reader.
+        let mut cells = recycle(std::mem::take(&mut self.cells));
+        let mut value = Value::Null;
+        let read = match &w.decoder {
+            Some(d) => d.read(&mut body, &mut cells),
+            None => match w.reader.read_value(&mut body) {
+                Ok(v) => {
+                    value = v;
+                    Ok(())
+                }
+                Err(e) => Err(e.to_string()),
+            },
+        };
+        let read = read.and_then(|()| match body.len() {
+            0 => Ok(()),
+            n => Err(format!("{n} bytes left over after the record")),
+        });
+        let result = match read {
+            Ok(()) => {
+                let row = match &w.decoder {
+                    Some(d) => Row::Cells(d, &cells),
+                    None => Row::Value(&value),
+                };
+                self.place(r, id, &w, &row).await
             }
+            Err(message) => {
+                let e = CodecError::BadBody {
+                    topic: r.topic.clone(),
+                    id,
+                    message,
+                };
+                self.skip(r, &format!("cannot decode for the lake: {e}"))
+                    .await
+            }
+        };
+        self.cells = recycle(cells);
+        result
+    }
+
+    /// Sends `r` to the DLQ and goes past it.
+    async fn skip(&mut self, r: &Record, reason: &str) -> Result<(), LakeError> {
+        self.dead_letter(r, reason).await?;
+        if let Some(st) = self.parts.get_mut(&(r.topic.clone(), r.partition)) {
+            st.seen = r.offset + 1;
+        }
+        Ok(())
+    }
+
+    /// Puts a decoded record into its hour's file (or skips it when the
+    /// lake already holds it).
+    async fn place(
+        &mut self,
+        r: &Record,
+        id: u32,
+        w: &WriterSchema,
+        row: &Row<'_, '_>,
+    ) -> Result<(), LakeError> {
+        let key = (r.topic.clone(), r.partition);
+        let Some(event_ms) = row.event_time(&w.layout) else {
+            let why = "no occurred_at timestamp-millis field: the lake partitions by event time; add it to the schema";
+            return self.skip(r, why).await;
         };
         let hour_index = event_ms.div_euclid(HOUR_MS);
         if !self.parts[&key].listed.contains(&hour_index) {
@@ -341,7 +406,7 @@ impl SinkHandler {
         }
         let st = self.parts.get_mut(&key).expect("inserted");
         let f = st.open.get_mut(&bkey).expect("inserted");
-        if let Err(e) = f.append(&value, r.offset) {
+        if let Err(e) = f.append(row, r.offset) {
             if !matches!(e, LakeError::Schema(_)) {
                 return Err(e);
             }
@@ -357,16 +422,6 @@ impl SinkHandler {
             tracing::warn!(component = %self.component, error = %e, "lake write failed; will retry");
         }
         e.into_runtime(&self.component)
-    }
-}
-
-fn record_field(v: &Value, i: usize) -> Option<&Value> {
-    match v {
-        Value::Record(fields) => fields.get(i).map(|(_, v)| match v {
-            Value::Union(_, inner) => inner.as_ref(),
-            other => other,
-        }),
-        _ => None,
     }
 }
 

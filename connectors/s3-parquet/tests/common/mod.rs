@@ -2,6 +2,8 @@
 //! running the sink component, a moto S3 server.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use pushflow_runtime::codec::Codec;
 use pushflow_runtime::component::{Component, Context};
 use pushflow_runtime::http::Health;
@@ -195,22 +197,5 @@ pub fn moto() -> (String, Option<Child>) {
     (format!("http://127.0.0.1:{port}"), Some(child))
 }
 
-/// Runs `python3 tests/python/<script> args…` and returns its stdout;
-/// fails with its stderr (which names a missing pip package).
-pub fn python(script: &str, args: &[&str]) -> String {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/python")
-        .join(script);
-    let out = Command::new("python3")
-        .arg(&path)
-        .args(args)
-        .output()
-        .expect("run python3");
-    assert!(
-        out.status.success(),
-        "{script} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+#[allow(unused_imports)] // not every test binary runs Python
+pub use pushflow_testkit::python;

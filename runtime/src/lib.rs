@@ -15,6 +15,7 @@ pub mod component;
 pub mod error;
 pub mod http;
 pub mod kafka;
+pub mod postgres;
 pub mod telemetry;
 pub mod token;
 pub mod topology;

@@ -135,7 +135,7 @@ pub async fn launch_campaign(
     store_id: &str,
     token: &str,
 ) -> Result<String, Failure> {
-    let campaign_id = format!("camp-{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
+    let campaign_id = super::fresh_id("camp");
     let created = json!({
         "store_id": store_id,
         "campaign_id": campaign_id,

@@ -16,11 +16,32 @@ use crate::Failure;
 
 const POLL: Duration = Duration::from_millis(250);
 
-fn timed_out(what: &str, args: &DemoArgs) -> Failure {
-    Failure::Other(anyhow::anyhow!(
-        "{what} (waited {}); see the log above",
-        humantime::format_duration(args.phase_timeout())
-    ))
+/// One look at an output: done, or what is still missing.
+enum Look<T> {
+    Ready(T),
+    Waiting(String),
+}
+
+/// Looks every `every` until `look` is ready; fails once the phase timeout
+/// has passed, saying what the last look was still waiting for.
+async fn poll<T>(
+    args: &DemoArgs,
+    every: Duration,
+    mut look: impl AsyncFnMut() -> Result<Look<T>, Failure>,
+) -> Result<T, Failure> {
+    let deadline = Instant::now() + args.phase_timeout();
+    loop {
+        match look().await? {
+            Look::Ready(v) => return Ok(v),
+            Look::Waiting(what) if Instant::now() > deadline => {
+                return Err(Failure::Other(anyhow::anyhow!(
+                    "{what} (waited {}); see the log above",
+                    humantime::format_duration(args.phase_timeout())
+                )))
+            }
+            Look::Waiting(_) => tokio::time::sleep(every).await,
+        }
+    }
 }
 
 /// Waits until dispatch's view knows all of `store_id`'s subscribers.
@@ -33,27 +54,21 @@ pub async fn wait_active(
     let store = pushflow_dispatch::store::Store::connect(&env.topology.services.database_url)
         .await
         .map_err(|e| Failure::Other(e.into()))?;
-    let deadline = Instant::now() + args.phase_timeout();
-    loop {
+    poll(args, POLL, async || {
         let n = store
             .active_count(store_id)
             .await
             .map_err(|e| Failure::Other(e.into()))?;
         bar.set_message(format!("{n} active in dispatch"));
-        if n as usize >= args.subscribers {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(timed_out(
-                &format!(
-                    "dispatch's view has {n} of {} subscribers",
-                    args.subscribers
-                ),
-                args,
-            ));
-        }
-        tokio::time::sleep(POLL).await;
-    }
+        Ok(match n as usize >= args.subscribers {
+            true => Look::Ready(()),
+            false => Look::Waiting(format!(
+                "dispatch's view has {n} of {} subscribers",
+                args.subscribers
+            )),
+        })
+    })
+    .await
 }
 
 /// What push-sim received for the campaign.
@@ -79,50 +94,46 @@ pub async fn wait_pushes(
     bar: &ProgressBar,
 ) -> Result<Pushes, Failure> {
     let state = &env.sim.state;
-    let deadline = Instant::now() + args.phase_timeout();
     let accepted = |s: &serde_json::Value, k: &str| s[k].as_u64().unwrap_or(0);
-    loop {
+    poll(args, POLL, async || {
         let stats = state.stats();
         let n = accepted(&stats, "accepted");
         bar.set_position(n.min(subs.len() as u64));
-        if n >= subs.len() as u64 {
-            let mut out = Pushes {
-                accepted: n,
-                decrypt_failed: accepted(&stats, "decrypt_failed"),
-                ..Pushes::default()
-            };
-            let mut missing = 0;
-            for (browser, sub) in subs.iter().enumerate() {
-                let got = state.received(sub);
-                if got.len() > 1 {
-                    out.repeated += 1;
-                }
-                let payload = got
-                    .iter()
-                    .filter_map(|r| r.payload.as_ref())
-                    .find(|p| p["campaign_id"].as_str() == Some(campaign_id));
-                match payload {
-                    Some(p) => out.payloads.push(Delivered {
-                        browser,
-                        notification_id: p["notification_id"].as_str().unwrap_or("").into(),
-                        token: p["ping_token"].as_str().unwrap_or("").into(),
-                    }),
-                    None => missing += 1,
-                }
+        let waiting = Look::Waiting(format!("push-sim accepted {n} of {} pushes", subs.len()));
+        if n < subs.len() as u64 {
+            return Ok(waiting);
+        }
+        let mut out = Pushes {
+            accepted: n,
+            decrypt_failed: accepted(&stats, "decrypt_failed"),
+            ..Pushes::default()
+        };
+        let mut missing = 0;
+        for (browser, sub) in subs.iter().enumerate() {
+            let got = state.received(sub);
+            if got.len() > 1 {
+                out.repeated += 1;
             }
-            if missing == 0 {
-                return Ok(out);
+            let payload = got
+                .iter()
+                .filter_map(|r| r.payload.as_ref())
+                .find(|p| p["campaign_id"].as_str() == Some(campaign_id));
+            match payload {
+                Some(p) => out.payloads.push(Delivered {
+                    browser,
+                    notification_id: p["notification_id"].as_str().unwrap_or("").into(),
+                    token: p["ping_token"].as_str().unwrap_or("").into(),
+                }),
+                None => missing += 1,
             }
+        }
+        if missing > 0 {
             bar.set_message(format!("{missing} browsers still waiting"));
+            return Ok(waiting);
         }
-        if Instant::now() > deadline {
-            return Err(timed_out(
-                &format!("push-sim accepted {n} of {} pushes", subs.len()),
-                args,
-            ));
-        }
-        tokio::time::sleep(POLL).await;
-    }
+        Ok(Look::Ready(out))
+    })
+    .await
 }
 
 /// The current month, `YYYY-MM`, in UTC (billing's months are UTC).
@@ -141,9 +152,8 @@ pub async fn wait_billing(
     bar: &ProgressBar,
 ) -> Result<BillingRow, Failure> {
     let (want_i, want_c) = (truth.delivered.len() as i64, truth.clicked.len() as i64);
-    let deadline = Instant::now() + args.phase_timeout();
     let db = &env.topology.services.database_url;
-    loop {
+    poll(args, POLL, async || {
         let row = pushflow_aggregate::billing::rows(db, &this_month(), Some(store_id))
             .await
             .ok()
@@ -151,19 +161,16 @@ pub async fn wait_billing(
         let (i, c) = row.as_ref().map_or((0, 0), |r| (r.impressions, r.clicks));
         bar.set_position(i.max(0) as u64);
         bar.set_message(format!("{c}/{want_c} clicks"));
-        if let Some(row) = row {
-            if (i >= want_i && c >= want_c) || i > want_i || c > want_c {
-                return Ok(row);
+        Ok(match row {
+            Some(row) if (i >= want_i && c >= want_c) || i > want_i || c > want_c => {
+                Look::Ready(row)
             }
-        }
-        if Instant::now() > deadline {
-            return Err(timed_out(
-                &format!("billing shows {i} of {want_i} impressions and {c} of {want_c} clicks"),
-                args,
-            ));
-        }
-        tokio::time::sleep(POLL).await;
-    }
+            _ => Look::Waiting(format!(
+                "billing shows {i} of {want_i} impressions and {c} of {want_c} clicks"
+            )),
+        })
+    })
+    .await
 }
 
 /// What the lake holds for the demo's merchant.
@@ -211,35 +218,31 @@ pub async fn wait_lake(
 ) -> Result<LakeCounts, Failure> {
     let lake =
         Lake::open(&env.topology.services.lake_url, &[]).map_err(|e| Failure::Other(e.into()))?;
-    let deadline = Instant::now() + args.phase_timeout();
-    let mut counts = LakeCounts::default();
-    loop {
+    let rows = poll(args, Duration::from_millis(500), async || {
+        let mut rows = BTreeMap::new();
         for table in expected.keys() {
             let sql = format!("SELECT count(*) FROM {table} WHERE store_id = '{store_id}'");
-            counts
-                .rows
-                .insert(table.clone(), scalar(&lake, &sql).await?);
+            rows.insert(table.clone(), scalar(&lake, &sql).await?);
         }
-        bar.set_position(counts.rows.values().sum());
+        bar.set_position(rows.values().sum());
         let done: HashSet<&String> = expected
             .iter()
-            .filter(|(t, n)| counts.rows.get(*t) == Some(n))
+            .filter(|(t, n)| rows.get(*t) == Some(n))
             .map(|(t, _)| t)
             .collect();
         let over = expected
             .iter()
-            .any(|(t, n)| counts.rows.get(t).is_some_and(|g| g > n));
-        if done.len() == expected.len() || over {
-            break;
-        }
-        if Instant::now() > deadline {
-            return Err(timed_out(
-                &format!("the lake holds {:?}, expected {expected:?}", counts.rows),
-                args,
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+            .any(|(t, n)| rows.get(t).is_some_and(|g| g > n));
+        Ok(match done.len() == expected.len() || over {
+            true => Look::Ready(rows),
+            false => Look::Waiting(format!("the lake holds {rows:?}, expected {expected:?}")),
+        })
+    })
+    .await?;
+    let mut counts = LakeCounts {
+        rows,
+        ..LakeCounts::default()
+    };
     let month_start = format!("{}-01", this_month());
     counts.sql = format!(
         "SELECT count(DISTINCT notification_id) FROM notification_delivered WHERE store_id = '{store_id}' AND dt >= '{month_start}'"

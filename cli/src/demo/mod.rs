@@ -150,3 +150,8 @@ fn check_args(a: &DemoArgs) -> Result<(), Failure> {
     }
     Ok(())
 }
+
+/// A name no earlier demo run used: `prefix` and 12 random hex digits.
+fn fresh_id(prefix: &str) -> String {
+    format!("{prefix}-{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
+}

@@ -155,7 +155,7 @@ pub async fn start(topology: Topology, components: Vec<Validated>) -> Result<Dem
 
 /// Runs the phases and returns the report.
 pub async fn scenario(env: &DemoEnv, args: &DemoArgs, phases: &Phases) -> Result<Report, Failure> {
-    let store_id = pushflow_runtime_unique("demo-store");
+    let store_id = super::fresh_id("demo-store");
     let mut report = Report::new(&store_id, args.subscribers);
     let dlq_before = checks::dlq_records(&env.topology).await?;
 
@@ -229,10 +229,6 @@ pub async fn scenario(env: &DemoEnv, args: &DemoArgs, phases: &Phases) -> Result
         .collect();
     report.check();
     Ok(report)
-}
-
-fn pushflow_runtime_unique(prefix: &str) -> String {
-    format!("{prefix}-{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
 }
 
 fn chunks(total: usize, size: usize) -> impl Iterator<Item = usize> {

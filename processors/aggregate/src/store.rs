@@ -35,42 +35,18 @@ fn pg(context: &str) -> impl FnOnce(tokio_postgres::Error) -> AggregateError + '
 /// Connects to `url`, creating the database first if it does not exist.
 pub async fn connect(url: &str) -> Result<Client, AggregateError> {
     let config: Config = url.parse().map_err(pg("parse the database URL"))?;
-    match config.connect(NoTls).await {
-        Ok((client, conn)) => {
-            tokio::spawn(conn);
-            Ok(client)
-        }
+    let connected = match config.connect(NoTls).await {
         Err(e) if e.code() == Some(&SqlState::INVALID_CATALOG_NAME) => {
-            let name = config.get_dbname().unwrap_or("pushflow").to_string();
-            let mut admin = config.clone();
-            admin.dbname("postgres");
-            let (client, conn) = admin
-                .connect(NoTls)
+            pushflow_runtime::postgres::ensure_database(&config)
                 .await
-                .map_err(pg("connect to database postgres"))?;
-            tokio::spawn(conn);
-            match client
-                .batch_execute(&format!(
-                    "CREATE DATABASE \"{}\"",
-                    name.replace('"', "\"\"")
-                ))
-                .await
-            {
-                Err(e)
-                    if e.code() != Some(&SqlState::DUPLICATE_DATABASE)
-                        && e.code() != Some(&SqlState::UNIQUE_VIOLATION) =>
-                {
-                    return Err(pg("create the database")(e))
-                }
-                _ => {}
-            }
-            tracing::info!(database = %name, "created database");
-            let (client, conn) = config.connect(NoTls).await.map_err(pg("connect"))?;
-            tokio::spawn(conn);
-            Ok(client)
+                .map_err(pg("create the database"))?;
+            config.connect(NoTls).await
         }
-        Err(e) => Err(pg("connect")(e)),
-    }
+        other => other,
+    };
+    let (client, conn) = connected.map_err(pg("connect"))?;
+    tokio::spawn(conn);
+    Ok(client)
 }
 
 fn migrations(s: &str) -> Vec<(i32, String)> {

@@ -13,7 +13,6 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use pushflow_schemas::{CampaignCreated, SubscriptionCreated, SubscriptionExpired, Urgency};
 use std::collections::HashMap;
 use std::time::Duration;
-use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
 use crate::DispatchError;
@@ -97,7 +96,9 @@ impl Store {
         let config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| DispatchError::Config(format!("database_url: {e}")))?;
-        ensure_database(&config).await?;
+        pushflow_runtime::postgres::ensure_database(&config)
+            .await
+            .map_err(db)?;
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -343,42 +344,5 @@ impl Store {
                 (s.subscriber_id.clone(), s)
             })
             .collect())
-    }
-}
-
-async fn ensure_database(config: &tokio_postgres::Config) -> Result<(), DispatchError> {
-    let Some(name) = config.get_dbname() else {
-        return Ok(());
-    };
-    match config.connect(NoTls).await {
-        Ok((client, conn)) => {
-            drop(client);
-            let _ = conn.await;
-            return Ok(());
-        }
-        Err(e) if e.code() == Some(&SqlState::INVALID_CATALOG_NAME) => {}
-        Err(e) => return Err(db(e)),
-    }
-    let mut admin = config.clone();
-    admin.dbname("postgres");
-    let (client, conn) = admin.connect(NoTls).await.map_err(db)?;
-    let driver = tokio::spawn(conn);
-    let r = client
-        .batch_execute(&format!(
-            "CREATE DATABASE \"{}\"",
-            name.replace('"', "\"\"")
-        ))
-        .await;
-    drop(client);
-    let _ = driver.await;
-    match r {
-        Ok(()) => Ok(()),
-        Err(e)
-            if e.code() == Some(&SqlState::DUPLICATE_DATABASE)
-                || e.code() == Some(&SqlState::UNIQUE_VIOLATION) =>
-        {
-            Ok(())
-        }
-        Err(e) => Err(db(e)),
     }
 }

@@ -1,5 +1,5 @@
 //! The aggregate benchmark without the whole binary:
-//! `cargo run --release -p pushflow-aggregate --example bench -- 200000`
+//! `cargo run --release -p pushflow-aggregate --example bench -- 200000 [lanes]`
 //! (same code as `pushflow bench aggregate --events 200000`).
 
 #[tokio::main]
@@ -15,6 +15,10 @@ async fn main() {
         events,
         max_batch: 10_000,
         baseline_events: 5_000,
+        commit_connections: std::env::args()
+            .nth(2)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(2),
     };
     match pushflow_aggregate::bench::bench(&brokers, &Default::default(), &db, &args).await {
         Ok(report) => print!("{report}"),

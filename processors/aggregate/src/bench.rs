@@ -4,7 +4,9 @@
 //! - ceiling: the broker's raw consume rate for the same records
 //!   ([`pushflow_runtime::kafka::rate::raw_consume`]);
 //! - end to end: records from the real broker into Postgres through the
-//!   live code path (one transaction per batch);
+//!   live code path, first with one commit connection (one transaction per
+//!   batch), then with `--commit-connections` lanes (one transaction per
+//!   lane and batch);
 //! - in-process core: decode + dedup + window, one thread, no I/O;
 //! - baseline: one autocommitted upsert per event, as a naive sink does it;
 //! - memory of the in-memory dedup set per distinct notification in flight.
@@ -184,28 +186,55 @@ pub async fn bench(
     }
     let core_rate = events.len() as f64 / started.elapsed().as_secs_f64();
 
-    // End to end, through the live code path.
-    let pb = bar(events.len() as u64, "aggregate");
-    let opts = RunOptions {
-        name: "aggregate-bench".into(),
-        brokers: brokers.into(),
-        passthrough: passthrough.clone(),
-        group: format!("pushflow-bench-aggregate-{stamp}"),
-        inputs: topics.to_vec(),
-        database_url: database_url.into(),
-        settings: settings.clone(),
-        codec: codec.clone(),
-        start: StartAt::Beginning,
-        stop_at: Some(ends),
-        progress: Some(pb.clone()),
-        idle_stop: Duration::ZERO,
-    };
-    let started = Instant::now();
-    let summary = run(opts, CancellationToken::new()).await?;
-    let e2e_secs = started.elapsed().as_secs_f64();
-    pb.finish_and_clear();
-    let e2e_wall = summary.records as f64 / e2e_secs;
-    let e2e_rate = summary.records as f64 / summary.busy_secs().max(1e-9);
+    // End to end, through the live code path: first with one commit
+    // connection (every batch one transaction), then with the lanes asked
+    // for, each on fresh tables and its own consumer group.
+    let mut e2e = Vec::new();
+    let mut lanes = vec![1];
+    if args.commit_connections > 1 {
+        lanes.push(args.commit_connections);
+    }
+    for n in lanes {
+        let settings = AggregateSettings {
+            max_batch: args.max_batch,
+            schema: format!("aggregate_bench_{stamp}_{n}"),
+            commit_connections: n,
+            ..AggregateSettings::default()
+        }
+        .validate()
+        .map_err(|(f, m)| AggregateError::Invalid(format!("{f}: {m}")))?;
+        let pb = bar(events.len() as u64, &format!("aggregate ({n} conn)"));
+        let opts = RunOptions {
+            name: "aggregate-bench".into(),
+            brokers: brokers.into(),
+            passthrough: passthrough.clone(),
+            group: format!("pushflow-bench-aggregate-{stamp}-{n}"),
+            inputs: topics.to_vec(),
+            database_url: database_url.into(),
+            settings: settings.clone(),
+            codec: codec.clone(),
+            start: StartAt::Beginning,
+            stop_at: Some(ends.clone()),
+            progress: Some(pb.clone()),
+            idle_stop: Duration::ZERO,
+        };
+        let started = Instant::now();
+        let summary = run(opts, CancellationToken::new()).await?;
+        let wall = summary.records as f64 / started.elapsed().as_secs_f64();
+        pb.finish_and_clear();
+        let rate = summary.records as f64 / summary.busy_secs().max(1e-9);
+        let client = store::connect(database_url).await?;
+        client
+            .batch_execute(&format!("DROP SCHEMA {} CASCADE", settings.schema))
+            .await
+            .map_err(|source| AggregateError::Postgres {
+                context: "drop the bench schema".into(),
+                source,
+            })?;
+        e2e.push((n, rate, wall, summary));
+    }
+    let (_, e2e_rate, e2e_wall, summary) = *e2e.last().expect("one run at least");
+    let single_rate = e2e[0].1;
 
     // Baseline: one autocommitted upsert per event.
     let client = store::connect(database_url).await?;
@@ -214,7 +243,7 @@ pub async fn bench(
         context: "bench baseline".into(),
         source,
     };
-    client.batch_execute(&format!("CREATE TABLE {s}.naive (store_id text, campaign_id text, window_start bigint, delivered bigint, clicked bigint, PRIMARY KEY (store_id, campaign_id, window_start))")).await.map_err(pg)?;
+    client.batch_execute(&format!("CREATE SCHEMA {s}; CREATE TABLE {s}.naive (store_id text, campaign_id text, window_start bigint, delivered bigint, clicked bigint, PRIMARY KEY (store_id, campaign_id, window_start))")).await.map_err(pg)?;
     let upsert = client.prepare(&format!("INSERT INTO {s}.naive VALUES ($1, $2, $3, $4, $5) ON CONFLICT (store_id, campaign_id, window_start) DO UPDATE SET delivered = naive.delivered + excluded.delivered, clicked = naive.clicked + excluded.clicked")).await.map_err(pg)?;
     let n_base = args.baseline_events.min(events.len() as u64) as usize;
     let started = Instant::now();
@@ -273,7 +302,8 @@ pub async fn bench(
         "pushflow bench aggregate: {} events ({} bytes), {PARTITIONS} partitions per topic, batches of {}\n\
          produce (idempotent, acks=all):        {produce_rate:>10.0} events/s\n\
          broker raw consume (ceiling):          {raw_rate:>10.0} events/s\n\
-         end to end broker → Postgres:          {e2e_rate:>10.0} events/s  ({:.0} % of raw; target {target:.0}: {})\n\
+         end to end, 1 commit connection:       {single_rate:>10.0} events/s  ({:.0} % of raw)\n\
+         end to end broker → Postgres, {} conn:   {e2e_rate:>10.0} events/s  ({:.0} % of raw, {:.2}x one connection; target {target:.0}: {})\n\
            (wall clock incl. connect, migrate and group join: {e2e_wall:.0} events/s)\n\
            counted {}, duplicates {}, late {}, dead letters {}\n\
          in-process core (decode+dedup+window): {core_rate:>10.0} events/s per core\n\
@@ -282,7 +312,10 @@ pub async fn bench(
         events.len(),
         bytes,
         args.max_batch,
+        100.0 * single_rate / raw_rate.max(1e-9),
+        args.commit_connections,
         100.0 * e2e_rate / raw_rate.max(1e-9),
+        e2e_rate / single_rate.max(1e-9),
         if e2e_rate >= target { "met" } else { "NOT met" },
         summary.counted,
         summary.duplicates,

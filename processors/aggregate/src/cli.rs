@@ -66,6 +66,9 @@ pub struct BenchArgs {
     /// Events written by the one-upsert-per-event baseline.
     #[arg(long, default_value_t = 5_000)]
     pub baseline_events: u64,
+    /// Commit lanes of the second end-to-end run (the first uses one).
+    #[arg(long, default_value_t = 2)]
+    pub commit_connections: usize,
 }
 
 fn topology(path: &Path) -> Result<Topology, AggregateError> {

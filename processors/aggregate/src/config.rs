@@ -34,6 +34,11 @@ pub struct AggregateSettings {
     /// created in `public` only for this default schema).
     #[serde(default = "default_schema")]
     pub schema: String,
+    /// Postgres connections committing a batch at once, each for its own
+    /// lane of partitions (`partition % commit_connections`); each lane's
+    /// transaction holds its partitions' deltas, `seen` rows and offsets.
+    #[serde(default = "default_commit_connections")]
+    pub commit_connections: usize,
 }
 
 fn default_windows() -> Vec<WindowSetting> {
@@ -57,6 +62,9 @@ fn default_max_batch() -> usize {
 fn default_schema() -> String {
     "aggregate".into()
 }
+fn default_commit_connections() -> usize {
+    2
+}
 
 impl Default for AggregateSettings {
     fn default() -> Self {
@@ -65,6 +73,7 @@ impl Default for AggregateSettings {
             dedup_horizon: default_dedup_horizon(),
             max_batch: default_max_batch(),
             schema: default_schema(),
+            commit_connections: default_commit_connections(),
         }
     }
 }
@@ -89,6 +98,8 @@ pub struct Validated {
     pub max_batch: usize,
     /// Postgres schema.
     pub schema: String,
+    /// Commit lanes (connections).
+    pub commit_connections: usize,
 }
 
 fn ms(d: Duration) -> i64 {
@@ -137,6 +148,15 @@ impl AggregateSettings {
                 "must be between 1 and 1000000".into(),
             ));
         }
+        if !(1..=16).contains(&self.commit_connections) {
+            return Err((
+                "settings.commit_connections".into(),
+                format!(
+                    "{}: must be between 1 and 16 (Postgres connections per instance)",
+                    self.commit_connections
+                ),
+            ));
+        }
         let valid_schema = !self.schema.is_empty()
             && self.schema.len() <= 48
             && self
@@ -158,6 +178,7 @@ impl AggregateSettings {
             dedup_horizon_ms: ms(horizon),
             max_batch: self.max_batch,
             schema: self.schema.clone(),
+            commit_connections: self.commit_connections,
         })
     }
 }
@@ -189,6 +210,9 @@ mod tests {
         assert_eq!(v.dedup_horizon_ms, 3 * 3_600_000);
         assert_eq!(v.max_batch, 5000);
         assert_eq!(v.schema, "aggregate");
+        assert_eq!(v.commit_connections, 2);
+        let bad: AggregateSettings = serde_yaml::from_str("commit_connections: 0").unwrap();
+        assert_eq!(bad.validate().unwrap_err().0, "settings.commit_connections");
         assert!(serde_yaml::from_str::<AggregateSettings>("windos: []").is_err());
         let bad: AggregateSettings =
             serde_yaml::from_str("windows: [{size: 1.5s, grace: 1m}]").unwrap();

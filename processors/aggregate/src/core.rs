@@ -136,6 +136,43 @@ pub struct Staged {
     in_batch: HashSet<SeenKey>,
 }
 
+impl Staged {
+    /// Splits the batch into `lanes` independent batches, entry `i` for
+    /// the partitions numbered `i` modulo `lanes`, each committed on its
+    /// lane's own connection. A (notification_id, kind) pair always comes
+    /// from the same partition, so no two lanes ever stage the same pair;
+    /// each lane carries its partitions' positions, so each lane's
+    /// transaction is exactly-once on its own. Lanes without a partition
+    /// come back empty (no `parts`); the in-memory tallies (`skipped`,
+    /// `duplicates`) go to the first lane with partitions.
+    pub fn split(self, lanes: usize) -> Vec<Staged> {
+        if lanes <= 1 {
+            return vec![self];
+        }
+        let lane_of = |p: &Part| p.1.rem_euclid(lanes as i32) as usize;
+        let mut out: Vec<Staged> = (0..lanes).map(|_| Staged::default()).collect();
+        // Where each of `self.parts` lands: (lane, index in that lane).
+        let mut moved = Vec::with_capacity(self.parts.len());
+        for (i, part) in self.parts.into_iter().enumerate() {
+            let lane = &mut out[lane_of(&part)];
+            moved.push((lane_of(&part), lane.parts.len()));
+            lane.parts.push(part);
+            lane.positions.push(self.positions[i]);
+            lane.resume_ts.push(self.resume_ts[i]);
+        }
+        for mut c in self.candidates {
+            let (lane, at) = moved[c.part];
+            c.part = at;
+            out[lane].candidates.push(c);
+        }
+        if let Some(first) = out.iter_mut().find(|s| !s.parts.is_empty()) {
+            first.skipped = self.skipped;
+            first.duplicates = self.duplicates;
+        }
+        out
+    }
+}
+
 /// One month's or window's counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
@@ -401,6 +438,58 @@ mod tests {
         let d = core.deltas(&st, &vec![true; st.candidates.len()]);
         core.apply(&st);
         d
+    }
+
+    #[test]
+    fn splits_a_batch_into_lanes_by_partition() {
+        let mut c = core();
+        let mut st = Staged::default();
+        let recs = [
+            ("d", 0, "a"),
+            ("d", 1, "b"),
+            ("k", 1, "b"),
+            ("d", 2, "c"),
+            ("k", 3, "e"),
+            ("d", 0, "a"),
+        ];
+        for (off, (topic, part, n)) in recs.iter().enumerate() {
+            c.assign((topic.to_string(), *part), 0, i64::MIN);
+            let kind = match *topic {
+                "k" => PingKind::Clicked,
+                _ => PingKind::Delivered,
+            };
+            if let Some(slot) = c.admit(&mut st, topic, *part, off as i64, None) {
+                c.stage(&mut st, slot, off as i64, ping(n, kind, 1_000));
+            }
+        }
+        assert_eq!((st.candidates.len(), st.duplicates), (5, 1));
+        let lanes = st.split(2);
+        assert_eq!(lanes.len(), 2);
+        assert!(lanes.iter().all(|l| !l.parts.is_empty()));
+        let mut seen = Vec::new();
+        for (lane, l) in lanes.iter().enumerate() {
+            assert!(l.parts.iter().all(|p| p.1 as usize % 2 == lane));
+            assert_eq!(l.parts.len(), l.positions.len());
+            for cand in &l.candidates {
+                // Each candidate still points at its own partition.
+                let part = &l.parts[cand.part];
+                let (topic, p, n) = recs[cand.offset as usize];
+                assert_eq!((part.0.as_str(), part.1), (topic, p));
+                assert_eq!(cand.ping.notification_id, n);
+                seen.push(cand.offset);
+            }
+        }
+        seen.sort();
+        assert_eq!(seen, vec![0, 1, 2, 3, 4]);
+        assert_eq!(lanes[0].duplicates + lanes[1].duplicates, 1);
+        // Only lane 2 has partitions: the others come back empty.
+        let mut one = Staged::default();
+        let slot = c.admit(&mut one, "d", 2, 9, None).unwrap();
+        c.stage(&mut one, slot, 9, ping("z", PingKind::Delivered, 1_000));
+        let lanes = one.split(4);
+        let busy: Vec<usize> = (0..4).filter(|i| !lanes[*i].parts.is_empty()).collect();
+        assert_eq!(busy, vec![2]);
+        assert_eq!(lanes[2].candidates.len(), 1);
     }
 
     #[test]

@@ -3,18 +3,21 @@
 //!
 //! **Guarantee (exactly once into Postgres).** Each batch's aggregate
 //! deltas, its dedup-state changes (`seen` rows, late events) and the next
-//! offsets of its partitions are committed in ONE Postgres transaction. On
+//! offsets of its partitions are committed in ONE Postgres transaction per
+//! lane of partitions (`partition % commit_connections`, default 2 lanes
+//! committing at once on their own connections; a lane's transaction holds
+//! everything of its partitions, so each is exactly-once on its own). On
 //! start and on every rebalance the processor seeks to the offsets stored
 //! in Postgres and skips any record below them, so a crash (kill -9) at any
 //! point costs only the uncommitted batch, which is read and counted again
 //! after restart: totals equal those of an uninterrupted run. Kafka's own
 //! offset commits happen after the Postgres commit and are informational.
 //! Dead letters are at-least-once: a crash between the dead letter and the
-//! batch commit writes that dead letter twice. Transactions run one at a
-//! time in batch order while the next batch is fetched and decoded
-//! ([`pipeline`]); a failed transaction is retried with the same batch, and
-//! one that can never succeed stops the processor (a restart resumes from
-//! Postgres).
+//! batch commit writes that dead letter twice. Per partition, transactions
+//! run one at a time in batch order while the next batch is fetched and
+//! decoded ([`pipeline`]); a failed transaction is retried with the same
+//! lane, and one that can never succeed stops the processor (a restart
+//! resumes from Postgres).
 //!
 //! **Distinct counting.** A (notification_id, kind) pair counts at most
 //! once, ever. The truth is the table `seen` (primary key on the pair):

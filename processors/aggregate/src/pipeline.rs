@@ -1,17 +1,28 @@
-//! The batch commit, run in the background so that fetching and decoding
-//! the next batch overlaps with the Postgres transaction of this one.
+//! The batch commits, run in the background by one task per lane so that
+//! fetching and decoding the next batches overlaps with the Postgres
+//! transactions of earlier ones.
 //!
-//! Guarantee: transactions run one at a time, in batch order, on one
-//! connection; batch N+1 is handed over only after batch N committed. A
-//! failed transaction is retried with the SAME staged batch (its `seen`
-//! check re-runs inside the new transaction) until it commits; only an
-//! error retrying cannot fix (or a shutdown) gives up, and the processor
-//! then stops with nothing after the last commit written — a restart
-//! resumes from the offsets in Postgres.
+//! Guarantee: partitions are split into lanes (`partition % lanes`, see
+//! [`crate::core::Staged::split`]); a lane's part of a batch is committed
+//! in ONE transaction on the lane's own connection, holding everything of
+//! its partitions: `seen` rows, deltas, late events and offsets. A lane
+//! commits its parts one at a time, in the order they were queued, so per
+//! partition transactions run in batch order; lanes do not wait for each
+//! other, and a lane's queue holds at most [`QUEUE`] parts (the consumer
+//! hands records one partition's run at a time, so a lane may get several
+//! batches in a row while another has none). A failed transaction is
+//! retried with the SAME staged part (its `seen` check re-runs inside the
+//! new transaction) until it commits; only an error retrying cannot fix
+//! (or a shutdown) gives up: the lane stops, the processor stops, and
+//! nothing after the last commit of each partition is written — a restart
+//! resumes from the offsets in Postgres. Two lanes may update the same
+//! window and monthly rows; both lock them in key order (sorted deltas)
+//! after the `seen` insert, so they cannot deadlock (a deadlock error would
+//! be retried anyway).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc;
 use tokio_postgres::Client;
 
 use crate::config::Window;
@@ -19,10 +30,13 @@ use crate::core::Staged;
 use crate::store::{self, Committed};
 use crate::AggregateError;
 
-/// A staged batch and what was counted while staging it.
+/// Parts a lane holds queued beyond the one it is committing.
+pub const QUEUE: usize = 8;
+
+/// A staged part of a batch and what was counted while staging it.
 #[derive(Debug)]
 pub struct Batch {
-    /// The staged batch.
+    /// The staged part.
     pub staged: Staged,
     /// Records handled (not skipped as already committed).
     pub handled: u64,
@@ -32,13 +46,11 @@ pub struct Batch {
     pub started: Instant,
 }
 
-/// A committed batch, with the connection back.
+/// A committed part.
 pub struct Settled {
-    /// The connection, for the next batch.
-    pub client: Client,
     /// What the transaction did.
     pub committed: Committed,
-    /// The batch.
+    /// The part.
     pub batch: Batch,
 }
 
@@ -57,40 +69,122 @@ pub struct Target {
     pub shutdown: pushflow_runtime::CancellationToken,
 }
 
-/// Commits `batch` in the background, retrying retryable failures.
-pub fn spawn(
-    target: Target,
-    client: Option<Client>,
-    batch: Batch,
-) -> JoinHandle<Result<Settled, AggregateError>> {
-    tokio::spawn(async move {
-        let mut client = client;
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let attempt = async {
-                if client.as_ref().is_none_or(Client::is_closed) {
-                    client = Some(store::connect(&target.database_url).await?);
-                }
-                let c = client.as_mut().expect("connected above");
-                store::commit(c, &target.schema, &target.windows, &batch.staged).await
-            };
-            match attempt.await {
-                Ok(committed) => {
-                    let client = client.expect("a commit succeeded on it");
-                    return Ok(Settled {
-                        client,
-                        committed,
-                        batch,
-                    });
-                }
-                Err(e) if e.is_retryable() && !target.shutdown.is_cancelled() => {
-                    metrics::counter!("pushflow_batch_retries_total", "component" => target.component.clone()).increment(1);
-                    tracing::error!(component = %target.component, error = %e, backoff_ms = backoff.as_millis() as u64, "batch transaction failed; retrying the same batch");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                }
-                Err(e) => return Err(e),
-            }
+/// The commit lanes: one task and connection each.
+pub struct Lanes {
+    queues: Vec<mpsc::Sender<Batch>>,
+    done: mpsc::UnboundedReceiver<Result<Settled, AggregateError>>,
+    /// Parts queued and not yet reported.
+    pending: usize,
+}
+
+impl Lanes {
+    /// Starts `n` lanes (at least one); each connects on its first part.
+    pub fn start(target: &Target, n: usize) -> Lanes {
+        let (report, done) = mpsc::unbounded_channel();
+        let queues = (0..n.max(1))
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(QUEUE);
+                tokio::spawn(lane(target.clone(), rx, report.clone()));
+                tx
+            })
+            .collect();
+        Lanes {
+            queues,
+            done,
+            pending: 0,
         }
-    })
+    }
+
+    /// Number of lanes.
+    pub fn len(&self) -> usize {
+        self.queues.len()
+    }
+
+    /// Whether there are no lanes (never: `start` makes at least one).
+    pub fn is_empty(&self) -> bool {
+        self.queues.is_empty()
+    }
+
+    /// Queues `part` on `lane`; waits only while that lane's queue is full.
+    pub async fn submit(&mut self, lane: usize, part: Batch) -> Result<(), AggregateError> {
+        if self.queues[lane].send(part).await.is_err() {
+            // The lane stopped after a failure it reported: return that.
+            self.drain().await?;
+            return Err(AggregateError::Invalid(
+                "a commit lane stopped without reporting why".into(),
+            ));
+        }
+        self.pending += 1;
+        Ok(())
+    }
+
+    /// The parts committed so far, without waiting.
+    pub fn ready(&mut self) -> Result<Vec<Settled>, AggregateError> {
+        let mut out = Vec::new();
+        while let Ok(r) = self.done.try_recv() {
+            self.pending -= 1;
+            out.push(r?);
+        }
+        Ok(out)
+    }
+
+    /// Waits until every queued part is committed.
+    pub async fn drain(&mut self) -> Result<Vec<Settled>, AggregateError> {
+        let mut out = Vec::new();
+        while self.pending > 0 {
+            let Some(r) = self.done.recv().await else {
+                break;
+            };
+            self.pending -= 1;
+            out.push(r?);
+        }
+        Ok(out)
+    }
+}
+
+/// One lane: commits its parts in order on its own connection; stops at
+/// the first part that cannot be committed.
+async fn lane(
+    target: Target,
+    mut parts: mpsc::Receiver<Batch>,
+    report: mpsc::UnboundedSender<Result<Settled, AggregateError>>,
+) {
+    let mut client = None;
+    while let Some(batch) = parts.recv().await {
+        let result = commit(&target, &mut client, &batch.staged).await;
+        let failed = result.is_err();
+        let _ = report.send(result.map(|committed| Settled { committed, batch }));
+        if failed {
+            return;
+        }
+    }
+}
+
+/// Commits `staged` on `client` (connecting if needed), retrying the same
+/// part until it commits or cannot.
+async fn commit(
+    target: &Target,
+    client: &mut Option<Client>,
+    staged: &Staged,
+) -> Result<Committed, AggregateError> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let attempt = async {
+            if client.as_ref().is_none_or(Client::is_closed) {
+                *client = Some(store::connect(&target.database_url).await?);
+            }
+            let c = client.as_mut().expect("connected above");
+            store::commit(c, &target.schema, &target.windows, staged).await
+        };
+        match attempt.await {
+            Ok(committed) => return Ok(committed),
+            Err(e) if e.is_retryable() && !target.shutdown.is_cancelled() => {
+                metrics::counter!("pushflow_batch_retries_total", "component" => target.component.clone()).increment(1);
+                tracing::error!(component = %target.component, error = %e, backoff_ms = backoff.as_millis() as u64, "batch transaction failed; retrying the same batch");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }

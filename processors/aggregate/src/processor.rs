@@ -17,7 +17,7 @@ use tokio_postgres::Client;
 
 use crate::config::Validated;
 use crate::core::{decode, Core, Part, PingKind, Staged};
-use crate::pipeline::{self, Batch, Settled, Target};
+use crate::pipeline::{Batch, Lanes, Settled, Target};
 use crate::{store, AggregateError};
 
 /// Where partitions without a stored offset start.
@@ -100,9 +100,8 @@ struct Processor {
     summary: RunSummary,
     lookup: Arc<BaseConsumer>,
     last_record: std::time::Instant,
-    /// The batch being committed in the background, if any.
-    inflight: Option<tokio::task::JoinHandle<Result<Settled, AggregateError>>>,
-    target: Target,
+    /// The commit lanes (`partition % lanes.len()`).
+    lanes: Lanes,
     /// Next offsets committed to Postgres, per partition.
     committed: HashMap<Part, i64>,
 }
@@ -201,30 +200,43 @@ impl Processor {
         }
     }
 
-    /// Waits for the batch in flight; returns the positions it committed.
+    /// Waits until every lane committed what it was given; returns the
+    /// positions committed.
     async fn settle(&mut self) -> Result<Vec<Position>, RuntimeError> {
-        let Some(handle) = self.inflight.take() else {
-            return Ok(Vec::new());
-        };
-        let settled = match handle.await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                tracing::error!(component = %self.opts.name, error = %e, "batch could not be committed; stopping (a restart resumes from the offsets in Postgres)");
-                return Err(RuntimeError::Component {
-                    component: self.opts.name.clone(),
-                    message: e.to_string(),
-                    retryable: false,
-                });
-            }
-            Err(e) => {
-                return Err(RuntimeError::Component {
-                    component: self.opts.name.clone(),
-                    message: format!("commit task failed: {e}"),
-                    retryable: false,
-                })
-            }
-        };
-        self.client = Some(settled.client);
+        let settled = self.lanes.drain().await;
+        self.record(settled)
+    }
+
+    /// The positions of the parts committed so far, without waiting.
+    fn settled(&mut self) -> Result<Vec<Position>, RuntimeError> {
+        let settled = self.lanes.ready();
+        self.record(settled)
+    }
+
+    /// A batch could not be committed: the processor stops.
+    fn stopped(&self, e: AggregateError) -> RuntimeError {
+        tracing::error!(component = %self.opts.name, error = %e, "batch could not be committed; stopping (a restart resumes from the offsets in Postgres)");
+        RuntimeError::Component {
+            component: self.opts.name.clone(),
+            message: e.to_string(),
+            retryable: false,
+        }
+    }
+
+    fn record(
+        &mut self,
+        settled: Result<Vec<Settled>, AggregateError>,
+    ) -> Result<Vec<Position>, RuntimeError> {
+        let settled = settled.map_err(|e| self.stopped(e))?;
+        let mut positions = Vec::new();
+        for s in settled {
+            positions.extend(self.record_one(s));
+        }
+        self.check_done();
+        Ok(positions)
+    }
+
+    fn record_one(&mut self, settled: Settled) -> Vec<Position> {
         let (c, b) = (settled.committed, settled.batch);
         let name = self.opts.name.clone();
         metrics::counter!("pushflow_records_out_total", "component" => name.clone())
@@ -256,8 +268,7 @@ impl Processor {
                 next_offset: *next,
             });
         }
-        self.check_done();
-        Ok(positions)
+        positions
     }
 
     fn check_done(&self) {
@@ -338,27 +349,28 @@ impl Handler for Processor {
         // Optimistic: the next batch is staged against this one; if this
         // one can never commit, the processor stops (see `pipeline`).
         self.core.apply(&staged);
-        let done = self.settle().await?;
-        let next = Batch {
-            staged,
-            handled,
-            dead,
-            started,
-        };
-        self.inflight = Some(pipeline::spawn(
-            self.target.clone(),
-            self.client.take(),
-            next,
-        ));
-        Ok(Durable::UpTo(done))
+        // Each lane's part waits only for room in that lane's queue.
+        let mut counts = Some((handled, dead));
+        for (lane, part) in staged.split(self.lanes.len()).into_iter().enumerate() {
+            if part.parts.is_empty() {
+                continue;
+            }
+            let (handled, dead) = counts.take().unwrap_or_default();
+            let part = Batch {
+                staged: part,
+                handled,
+                dead,
+                started,
+            };
+            if let Err(e) = self.lanes.submit(lane, part).await {
+                return Err(self.stopped(e));
+            }
+        }
+        Ok(Durable::UpTo(self.settled()?))
     }
 
     async fn tick(&mut self) -> Result<Durable, RuntimeError> {
-        let done = if self.inflight.as_ref().is_some_and(|h| h.is_finished()) {
-            self.settle().await?
-        } else {
-            Vec::new()
-        };
+        let done = self.settled()?;
         self.check_done();
         Ok(if done.is_empty() {
             Durable::Nothing
@@ -402,15 +414,17 @@ pub async fn run(
         done: done.clone(),
         summary: RunSummary::default(),
         last_record: std::time::Instant::now(),
-        inflight: None,
+        lanes: Lanes::start(
+            &Target {
+                database_url: opts.database_url.clone(),
+                schema: opts.settings.schema.clone(),
+                windows: Arc::new(opts.settings.windows.clone()),
+                component: opts.name.clone(),
+                shutdown: shutdown.clone(),
+            },
+            opts.settings.commit_connections,
+        ),
         committed: HashMap::new(),
-        target: Target {
-            database_url: opts.database_url.clone(),
-            schema: opts.settings.schema.clone(),
-            windows: Arc::new(opts.settings.windows.clone()),
-            component: opts.name.clone(),
-            shutdown: shutdown.clone(),
-        },
         lookup: Arc::new(
             pushflow_runtime::kafka::client_config(&opts.brokers, &opts.passthrough)
                 .set("group.id", &opts.group)

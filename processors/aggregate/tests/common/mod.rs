@@ -202,6 +202,7 @@ pub fn settings(max_batch: usize) -> pushflow_aggregate::config::Validated {
         dedup_horizon: "30m".into(),
         max_batch,
         schema: "aggregate".into(),
+        commit_connections: 2,
     }
     .validate()
     .unwrap()

@@ -9,15 +9,16 @@
 //! everything of its partitions, so each is exactly-once on its own). On
 //! start and on every rebalance the processor seeks to the offsets stored
 //! in Postgres and skips any record below them, so a crash (kill -9) at any
-//! point costs only the uncommitted batch, which is read and counted again
-//! after restart: totals equal those of an uninterrupted run. Kafka's own
+//! point costs only the uncommitted batches (at most [`pipeline::QUEUE`] + 1
+//! per lane), which are read and counted again after restart: totals equal
+//! those of an uninterrupted run. Kafka's own
 //! offset commits happen after the Postgres commit and are informational.
 //! Dead letters are at-least-once: a crash between the dead letter and the
 //! batch commit writes that dead letter twice. Per partition, transactions
 //! run one at a time in batch order while the next batch is fetched and
 //! decoded ([`pipeline`]); a failed transaction is retried with the same
-//! lane, and one that can never succeed stops the processor (a restart
-//! resumes from Postgres).
+//! staged part, and one that can never succeed stops the processor (a
+//! restart resumes from Postgres).
 //!
 //! **Distinct counting.** A (notification_id, kind) pair counts at most
 //! once, ever. The truth is the table `seen` (primary key on the pair):

@@ -2,13 +2,22 @@
 
     lake_s3_check.py create ENDPOINT BUCKET
     lake_s3_check.py check ENDPOINT BUCKET PREFIX
+    lake_s3_check.py objects ENDPOINT BUCKET PREFIX EXPECTED.jsonl
 
 `check` prints JSON: {"files": {table: {"dt=…/hour=…": rows}}, "timestamp":
 [[physical, logical], …], "misplaced": n, "ids": total, "distinct_ids": n,
 "occurred_at": {table: [min_ms, max_ms]}}.
+
+`objects` lists the objects with boto3 and compares every row pyarrow reads
+with EXPECTED.jsonl (one JSON object per line with the columns to compare,
+timestamps as milliseconds since the epoch). Prints JSON: {"objects":
+[{"key", "size", "etag", "parts"}], "rows": n, "missing": n, "unexpected":
+n, "duplicates": n}; "parts" is the part count of a multipart upload (from
+its ETag, "<md5>-<parts>"), 0 for a single PUT.
 """
 import json
 import sys
+from collections import Counter
 from datetime import datetime, timezone
 
 try:
@@ -69,8 +78,54 @@ def check(endpoint, bucket, prefix):
     }))
 
 
+def row_key(row, columns):
+    return tuple(row[c] for c in columns)
+
+
+def objects(endpoint, bucket, prefix, expected_path):
+    s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=KEY,
+                      aws_secret_access_key=SECRET, region_name=REGION)
+    found = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/events/"):
+        for o in page.get("Contents", []):
+            etag = o["ETag"].strip('"')
+            parts = int(etag.rsplit("-", 1)[1]) if "-" in etag else 0
+            found.append({"key": o["Key"], "size": o["Size"], "etag": etag, "parts": parts})
+
+    with open(expected_path) as f:
+        expected = [json.loads(line) for line in f if line.strip()]
+    columns = sorted(expected[0]) if expected else []
+    want = Counter(row_key(r, columns) for r in expected)
+
+    scheme, host = endpoint.split("://", 1)
+    fs = pafs.S3FileSystem(access_key=KEY, secret_key=SECRET, region=REGION,
+                           endpoint_override=host, scheme=scheme)
+    got = Counter()
+    for o in found:
+        if not o["key"].endswith(".parquet"):
+            continue
+        with fs.open_input_file(f"{bucket}/{o['key']}") as f:
+            table = pq.ParquetFile(f).read(columns=columns)
+        for row in table.to_pylist():
+            for c, v in row.items():
+                if hasattr(v, "timestamp"):  # timestamps compare as epoch ms
+                    row[c] = round(v.timestamp() * 1000)
+            got[row_key(row, columns)] += 1
+
+    print(json.dumps({
+        "objects": found,
+        "rows": sum(got.values()),
+        "missing": sum((want - got).values()),
+        "unexpected": sum((got - want).values()),
+        "duplicates": sum(n - 1 for n in got.values() if n > 1),
+    }))
+
+
 if __name__ == "__main__":
-    if sys.argv[1] == "create":
-        create(sys.argv[2], sys.argv[3])
-    else:
-        check(sys.argv[2], sys.argv[3], sys.argv[4])
+    commands = {"create": (create, 2), "check": (check, 3), "objects": (objects, 4)}
+    if len(sys.argv) < 2 or sys.argv[1] not in commands:
+        sys.exit(__doc__)
+    run, arity = commands[sys.argv[1]]
+    if len(sys.argv) != arity + 2:
+        sys.exit(__doc__)
+    run(*sys.argv[2:])

@@ -13,9 +13,11 @@ use apache_avro::types::Value;
 use apache_avro::Schema;
 use arrow::array::{
     Array, ArrayRef, BinaryBuilder, BooleanBuilder, Float32Builder, Float64Builder, Int32Builder,
-    Int64Builder, StringBuilder, TimestampMillisecondBuilder,
+    Int64Builder, PrimitiveBuilder, StringBuilder, TimestampMillisecondBuilder,
 };
-use arrow::datatypes::{DataType, Field, Schema as ArrowSchema, SchemaRef, TimeUnit};
+use arrow::datatypes::{
+    ArrowPrimitiveType, DataType, Field, Schema as ArrowSchema, SchemaRef, TimeUnit,
+};
 use arrow::record_batch::RecordBatch;
 use std::sync::Arc;
 
@@ -313,36 +315,16 @@ impl Builder {
                 *b = StringBuilder::with_capacity(a.len(), a.value_data().len());
                 Arc::new(a)
             }
-            Builder::Int32(b) => {
-                let a = b.finish();
-                *b = Int32Builder::with_capacity(a.len());
-                Arc::new(a)
-            }
-            Builder::Int64(b) => {
-                let a = b.finish();
-                *b = Int64Builder::with_capacity(a.len());
-                Arc::new(a)
-            }
-            Builder::Float32(b) => {
-                let a = b.finish();
-                *b = Float32Builder::with_capacity(a.len());
-                Arc::new(a)
-            }
-            Builder::Float64(b) => {
-                let a = b.finish();
-                *b = Float64Builder::with_capacity(a.len());
-                Arc::new(a)
-            }
+            Builder::Int32(b) => refill(b),
+            Builder::Int64(b) => refill(b),
+            Builder::Float32(b) => refill(b),
+            Builder::Float64(b) => refill(b),
             Builder::Bool(b) => {
                 let a = b.finish();
                 *b = BooleanBuilder::with_capacity(a.len());
                 Arc::new(a)
             }
-            Builder::Ts(b) => {
-                let a = b.finish();
-                *b = TimestampMillisecondBuilder::with_capacity(a.len()).with_timezone("UTC");
-                Arc::new(a)
-            }
+            Builder::Ts(b) => refill(b),
             Builder::Binary(b) => {
                 let a = b.finish();
                 *b = BinaryBuilder::with_capacity(a.len(), a.value_data().len());
@@ -350,6 +332,15 @@ impl Builder {
             }
         }
     }
+}
+
+/// The array of a primitive builder so far; the builder starts again with
+/// room for as many rows and the same data type (a timestamp keeps its
+/// time zone).
+fn refill<T: ArrowPrimitiveType>(b: &mut PrimitiveBuilder<T>) -> ArrayRef {
+    let a = b.finish();
+    *b = PrimitiveBuilder::<T>::with_capacity(a.len()).with_data_type(a.data_type().clone());
+    Arc::new(a)
 }
 
 /// Typed Arrow builders for one layout: append decoded records, take

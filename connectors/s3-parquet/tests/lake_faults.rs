@@ -222,9 +222,7 @@ async fn hold(proxy: &Proxy, mode: Mode, min: Duration, enough: impl Fn(&Proxy) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rides_out_an_unreachable_then_failing_store() {
     let test_started = Instant::now();
-    let (endpoint, moto_child) = moto();
-    let bucket = pushflow_testkit::unique("faults").to_lowercase();
-    python("lake_s3_check.py", &["create", &endpoint, &bucket]);
+    let (endpoint, bucket, moto_child) = moto_bucket("faults");
     let upstream = endpoint
         .trim_start_matches("http://")
         .parse()

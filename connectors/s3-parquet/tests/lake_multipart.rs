@@ -19,9 +19,7 @@ const PART: u64 = 5 * 1024 * 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_a_large_file_as_a_multipart_upload_that_reads_back_exactly() {
-    let (endpoint, moto_child) = moto();
-    let bucket = pushflow_testkit::unique("multipart").to_lowercase();
-    python("lake_s3_check.py", &["create", &endpoint, &bucket]);
+    let (endpoint, bucket, moto_child) = moto_bucket("multipart");
 
     let registry = pushflow_testkit::start_registry().await;
     let codec = Codec::for_registry(&registry).unwrap();
@@ -82,9 +80,9 @@ async fn writes_a_large_file_as_a_multipart_upload_that_reads_back_exactly() {
     assert_eq!(stats.upload_failures.load(Ordering::Relaxed), 0);
 
     let out = python(
-        "lake_s3_objects.py",
+        "lake_s3_check.py",
         &[
-            "check",
+            "objects",
             &endpoint,
             &bucket,
             prefix,

@@ -11,9 +11,7 @@ use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sinks_events_to_s3_exactly_and_readably() {
-    let (endpoint, moto_child) = moto();
-    let bucket = pushflow_testkit::unique("lake").to_lowercase();
-    python("lake_s3_check.py", &["create", &endpoint, &bucket]);
+    let (endpoint, bucket, moto_child) = moto_bucket("lake");
 
     let registry = pushflow_testkit::start_registry().await;
     let codec = Codec::for_registry(&registry).unwrap();

@@ -197,5 +197,14 @@ pub fn moto() -> (String, Option<Child>) {
     (format!("http://127.0.0.1:{port}"), Some(child))
 }
 
+/// A moto S3 server with a fresh bucket named after `prefix`:
+/// (endpoint, bucket, the moto child to kill when done, if we started it).
+pub fn moto_bucket(prefix: &str) -> (String, String, Option<Child>) {
+    let (endpoint, child) = moto();
+    let bucket = pushflow_testkit::unique(prefix).to_lowercase();
+    python("lake_s3_check.py", &["create", &endpoint, &bucket]);
+    (endpoint, bucket, child)
+}
+
 #[allow(unused_imports)] // not every test binary runs Python
 pub use pushflow_testkit::python;

@@ -1,8 +1,8 @@
 //! Postgres bits every component with a database shares.
 //!
-//! Guarantee: [`ensure_database`] leaves the database of a connection URL
-//! existing, whoever created it: two instances starting at once both
-//! succeed.
+//! Guarantee: [`ensure_database`] and [`create_database`] leave the
+//! database of a connection URL existing, whoever created it: two
+//! instances starting at once both succeed.
 
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Config, NoTls};
@@ -11,18 +11,30 @@ use tokio_postgres::{Config, NoTls};
 /// the server's `postgres` database). Returns whether this call created
 /// it. A database created meanwhile by another instance is fine.
 pub async fn ensure_database(config: &Config) -> Result<bool, tokio_postgres::Error> {
-    let Some(name) = config.get_dbname() else {
+    if config.get_dbname().is_none() {
         return Ok(false);
-    };
+    }
     match config.connect(NoTls).await {
         Ok((client, conn)) => {
             drop(client);
             let _ = conn.await;
-            return Ok(false);
+            Ok(false)
         }
-        Err(e) if e.code() == Some(&SqlState::INVALID_CATALOG_NAME) => {}
-        Err(e) => return Err(e),
+        Err(e) if e.code() == Some(&SqlState::INVALID_CATALOG_NAME) => {
+            create_database(config).await
+        }
+        Err(e) => Err(e),
     }
+}
+
+/// Creates the database `config` names, for a caller whose connection was
+/// just refused because it does not exist (see [`ensure_database`] to
+/// check first). Returns whether this call created it; a database created
+/// meanwhile by another instance is fine.
+pub async fn create_database(config: &Config) -> Result<bool, tokio_postgres::Error> {
+    let Some(name) = config.get_dbname() else {
+        return Ok(false);
+    };
     let mut admin = config.clone();
     admin.dbname("postgres");
     let (client, conn) = admin.connect(NoTls).await?;

@@ -189,6 +189,7 @@ pub async fn bench(
     // End to end, through the live code path: first with one commit
     // connection (every batch one transaction), then with the lanes asked
     // for, each on fresh tables and its own consumer group.
+    let client = store::connect(database_url).await?;
     let mut e2e = Vec::new();
     let mut lanes = vec![1];
     if args.commit_connections > 1 {
@@ -223,7 +224,6 @@ pub async fn bench(
         let wall = summary.records as f64 / started.elapsed().as_secs_f64();
         pb.finish_and_clear();
         let rate = summary.records as f64 / summary.busy_secs().max(1e-9);
-        let client = store::connect(database_url).await?;
         client
             .batch_execute(&format!("DROP SCHEMA {} CASCADE", settings.schema))
             .await
@@ -231,13 +231,12 @@ pub async fn bench(
                 context: "drop the bench schema".into(),
                 source,
             })?;
-        e2e.push((n, rate, wall, summary));
+        e2e.push((rate, wall, summary));
     }
-    let (_, e2e_rate, e2e_wall, summary) = *e2e.last().expect("one run at least");
-    let single_rate = e2e[0].1;
+    let (e2e_rate, e2e_wall, summary) = *e2e.last().expect("one run at least");
+    let single_rate = e2e[0].0;
 
     // Baseline: one autocommitted upsert per event.
-    let client = store::connect(database_url).await?;
     let s = &settings.schema;
     let pg = |source| AggregateError::Postgres {
         context: "bench baseline".into(),

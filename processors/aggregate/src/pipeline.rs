@@ -70,7 +70,7 @@ pub struct Target {
 }
 
 /// The commit lanes: one task and connection each.
-pub struct Lanes {
+pub(crate) struct Lanes {
     queues: Vec<mpsc::Sender<Batch>>,
     done: mpsc::UnboundedReceiver<Result<Settled, AggregateError>>,
     /// Parts queued and not yet reported.
@@ -79,7 +79,7 @@ pub struct Lanes {
 
 impl Lanes {
     /// Starts `n` lanes (at least one); each connects on its first part.
-    pub fn start(target: &Target, n: usize) -> Lanes {
+    pub(crate) fn start(target: &Target, n: usize) -> Lanes {
         let (report, done) = mpsc::unbounded_channel();
         let queues = (0..n.max(1))
             .map(|_| {
@@ -96,17 +96,12 @@ impl Lanes {
     }
 
     /// Number of lanes.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.queues.len()
     }
 
-    /// Whether there are no lanes (never: `start` makes at least one).
-    pub fn is_empty(&self) -> bool {
-        self.queues.is_empty()
-    }
-
     /// Queues `part` on `lane`; waits only while that lane's queue is full.
-    pub async fn submit(&mut self, lane: usize, part: Batch) -> Result<(), AggregateError> {
+    pub(crate) async fn submit(&mut self, lane: usize, part: Batch) -> Result<(), AggregateError> {
         if self.queues[lane].send(part).await.is_err() {
             // The lane stopped after a failure it reported: return that.
             self.drain().await?;
@@ -119,7 +114,7 @@ impl Lanes {
     }
 
     /// The parts committed so far, without waiting.
-    pub fn ready(&mut self) -> Result<Vec<Settled>, AggregateError> {
+    pub(crate) fn ready(&mut self) -> Result<Vec<Settled>, AggregateError> {
         let mut out = Vec::new();
         while let Ok(r) = self.done.try_recv() {
             self.pending -= 1;
@@ -129,7 +124,7 @@ impl Lanes {
     }
 
     /// Waits until every queued part is committed.
-    pub async fn drain(&mut self) -> Result<Vec<Settled>, AggregateError> {
+    pub(crate) async fn drain(&mut self) -> Result<Vec<Settled>, AggregateError> {
         let mut out = Vec::new();
         while self.pending > 0 {
             let Some(r) = self.done.recv().await else {

@@ -370,8 +370,7 @@ impl Handler for Processor {
     }
 
     async fn tick(&mut self) -> Result<Durable, RuntimeError> {
-        let done = self.settled()?;
-        self.check_done();
+        let done = self.settled()?; // checks for the end as well
         Ok(if done.is_empty() {
             Durable::Nothing
         } else {

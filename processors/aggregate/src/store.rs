@@ -39,7 +39,7 @@ pub async fn connect(url: &str) -> Result<Client, AggregateError> {
     let config: Config = url.parse().map_err(pg("parse the database URL"))?;
     let connected = match config.connect(NoTls).await {
         Err(e) if e.code() == Some(&SqlState::INVALID_CATALOG_NAME) => {
-            pushflow_runtime::postgres::ensure_database(&config)
+            pushflow_runtime::postgres::create_database(&config)
                 .await
                 .map_err(pg("create the database"))?;
             config.connect(NoTls).await

@@ -174,6 +174,16 @@ async fn records(n: i64) -> (Arc<InMemoryResolver>, Vec<Record>) {
     (resolver, out)
 }
 
+/// The values of string column `i`.
+fn strings(batch: &arrow::record_batch::RecordBatch, i: usize) -> Vec<String> {
+    let c = batch
+        .column(i)
+        .as_any()
+        .downcast_ref::<arrow::array::StringArray>()
+        .unwrap();
+    c.iter().map(|s| s.unwrap().to_string()).collect()
+}
+
 fn handler(store: Arc<dyn ObjectStore>, resolver: Arc<InMemoryResolver>) -> SinkHandler {
     handler_with(store, resolver, |_| {})
 }
@@ -214,13 +224,7 @@ async fn read_lake(store: &dyn ObjectStore) -> (Vec<FileName>, Vec<String>) {
             Some(&LogicalType::timestamp(true, TimeUnit::MILLIS))
         );
         for batch in b.build().unwrap() {
-            let batch = batch.unwrap();
-            let c = batch
-                .column(0)
-                .as_any()
-                .downcast_ref::<arrow::array::StringArray>()
-                .unwrap();
-            ids.extend(c.iter().map(|s| s.unwrap().to_string()));
+            ids.extend(strings(&batch.unwrap(), 0));
         }
     }
     (names, ids)
@@ -392,13 +396,7 @@ async fn writes_records_with_nested_fields_through_the_generic_reader() {
             .build()
             .unwrap()
         {
-            let b = b.unwrap();
-            let c = b
-                .column(2)
-                .as_any()
-                .downcast_ref::<arrow::array::StringArray>()
-                .unwrap();
-            json.extend(c.iter().map(|s| s.unwrap().to_string()));
+            json.extend(strings(&b.unwrap(), 2));
         }
     }
     json.sort();

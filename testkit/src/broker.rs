@@ -1,46 +1,74 @@
-//! A private tansu broker for one test: its own process on a free port
-//! with in-memory storage, so a test that needs whole topics to itself
-//! (exact record counts under the real topic names) shares them with no
-//! other test. Killed when dropped.
+//! A private Apache Kafka broker for one test: its own JVM (one KRaft node,
+//! `scripts/kafka-node`) on a free port with a throwaway log dir, so a test
+//! that needs whole topics to itself (exact record counts under the real
+//! topic names) shares them with no other test. Killed, and its log dir
+//! removed, when dropped. Starting one takes about 5–10 s and ~370 MB.
 
-use std::net::{TcpListener, TcpStream};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
+use std::net::TcpListener;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A tansu broker owned by the test.
+/// An Apache Kafka broker owned by the test.
 pub struct PrivateBroker {
     child: Child,
+    dir: PathBuf,
     /// `127.0.0.1:port`, for `bootstrap.servers`.
     pub addr: String,
 }
 
 impl PrivateBroker {
-    /// Starts `tansu broker` (installed by `scripts/services`) on a free
-    /// port and waits until it accepts connections.
+    /// Starts a broker through `scripts/kafka-node` (its jars fetched by
+    /// `scripts/services up`, or here on first use) and waits until it
+    /// answers a metadata request.
     pub fn start() -> PrivateBroker {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
         let addr = format!("127.0.0.1:{port}");
-        let url = format!("tcp://{addr}");
-        let child = Command::new(tansu_binary())
-            .args(["broker", "--listener-url", &url])
-            .args(["--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let dir = std::env::temp_dir().join(crate::unique("pushflow-kafka"));
+        let log = std::fs::File::create(std::env::temp_dir().join(format!(
+            "{}.log",
+            dir.file_name().unwrap().to_string_lossy()
+        )))
+        .expect("broker log file");
+        let child = Command::new(root.join("scripts/kafka-node"))
+            .arg("run")
+            .arg(&dir)
+            .arg(port.to_string())
+            .stdout(Stdio::from(log.try_clone().expect("log handle")))
+            .stderr(Stdio::from(log))
             .spawn()
-            .expect("start `tansu broker` (run scripts/services up to install it)");
+            .expect("start scripts/kafka-node (Java 17 and Maven needed; scripts/services up installs them)");
+        let broker = PrivateBroker { child, dir, addr };
+        broker.wait_until_serving(Duration::from_secs(90));
+        broker
+    }
+
+    fn wait_until_serving(&self, within: Duration) {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.addr)
+            .set("log_level", "0")
+            .create()
+            .expect("metadata client");
         let started = Instant::now();
-        while TcpStream::connect(&addr).is_err() {
+        while consumer
+            .fetch_metadata(None, Duration::from_secs(2))
+            .map(|m| m.brokers().is_empty())
+            .unwrap_or(true)
+        {
             assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "tansu did not listen on {addr} within 30 s"
+                started.elapsed() < within,
+                "Apache Kafka did not serve on {} within {within:?} (log: {}.log)",
+                self.addr,
+                self.dir.display()
             );
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(200));
         }
-        PrivateBroker { child, addr }
     }
 }
 
@@ -48,17 +76,6 @@ impl Drop for PrivateBroker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// `tansu` on the PATH, else the one `cargo install` put in ~/.cargo/bin.
-fn tansu_binary() -> String {
-    let on_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join("tansu").is_file()))
-        .unwrap_or(false);
-    if on_path {
-        return "tansu".into();
-    }
-    let home = std::env::var("HOME").unwrap_or_default();
-    format!("{home}/.cargo/bin/tansu")
 }

@@ -80,6 +80,18 @@ pub async fn create_topics(topics: &[(&str, i32)]) {
             );
         }
     }
+    let names: Vec<String> = topics.iter().map(|(n, _)| n.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        pushflow_runtime::kafka::admin::wait_for_leaders(
+            &brokers(),
+            &Default::default(),
+            &names,
+            Duration::from_secs(60),
+        )
+    })
+    .await
+    .unwrap()
+    .expect("created topics get partition leaders");
 }
 
 /// A schema registry served in-process on 127.0.0.1:0 over its own fresh
@@ -130,4 +142,26 @@ pub fn python(script: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+/// Waits until consumer group `group` on `brokers` is stable with exactly
+/// `members` members holding `partitions` partitions between them, as the
+/// broker reports it (tests/python/group_state.py); panics after `within`.
+pub fn wait_group_stable(
+    brokers: &str,
+    group: &str,
+    members: usize,
+    partitions: usize,
+    within: Duration,
+) {
+    python(
+        "group_state.py",
+        &[
+            brokers,
+            group,
+            &members.to_string(),
+            &partitions.to_string(),
+            &within.as_secs().to_string(),
+        ],
+    );
 }

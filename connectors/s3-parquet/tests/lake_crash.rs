@@ -110,7 +110,8 @@ async fn survives_kill_9_without_duplicates_or_gaps() {
     });
     let total = 8_000u64;
     let first: Vec<_> = (0..total / 2).map(delivered).collect();
-    produce_batched(&topic, &encoded(&codec, &first).await, 1).await;
+    // Multi-record producer batches: the kill lands inside them.
+    produce(&topic, &encoded(&codec, &first).await).await;
 
     // Kill the first sink as soon as it has written a few files.
     let mut child = spawn_child(&args);
@@ -133,12 +134,8 @@ async fn survives_kill_9_without_duplicates_or_gaps() {
         "killed too late to test anything ({at_kill} rows)"
     );
 
-    let killed = Instant::now();
     let second: Vec<_> = (total / 2..total).map(delivered).collect();
-    produce_batched(&topic, &encoded(&codec, &second).await, 1).await;
-    // Let the broker expire the dead member (session timeout 10 s) first:
-    // tansu may otherwise leave the new member without partitions.
-    tokio::time::sleep(Duration::from_secs(12).saturating_sub(killed.elapsed())).await;
+    produce(&topic, &encoded(&codec, &second).await).await;
     let mut child = spawn_child(&args);
     let started = Instant::now();
     let mut last = (0, 0);

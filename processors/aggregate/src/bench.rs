@@ -117,8 +117,8 @@ pub async fn bench(
     let pb = bar(events.len() as u64, "produce");
     let started = Instant::now();
     let mut inflight = FuturesUnordered::new();
-    // Log ends from the broker's acknowledgements (tansu 0.6 under-reports
-    // high watermarks).
+    // Log ends from the broker's acknowledgements (nothing else writes
+    // these fresh topics, so they equal the high watermarks).
     let mut ends: HashMap<Part, i64> = HashMap::new();
     let mut note = |kind: usize, d: pushflow_runtime::kafka::Delivery| {
         let e = ends.entry((topics[kind].clone(), d.partition)).or_default();
@@ -173,7 +173,7 @@ pub async fn bench(
             } else {
                 PingKind::Clicked
             };
-            if let Some(slot) = core.admit(&mut staged, &topics[*kind], part, offset, None) {
+            if let Some(slot) = core.admit(&mut staged, &topics[*kind], part, offset) {
                 let ping = decode(&codec, k, value)
                     .await
                     .map_err(pushflow_runtime::RuntimeError::from)?;
@@ -217,7 +217,6 @@ pub async fn bench(
             start: StartAt::Beginning,
             stop_at: Some(ends.clone()),
             progress: Some(pb.clone()),
-            idle_stop: Duration::ZERO,
         };
         let started = Instant::now();
         let summary = run(opts, CancellationToken::new()).await?;

@@ -8,7 +8,6 @@ use pushflow_runtime::component::{Component, Context};
 use pushflow_runtime::topology::{ComponentSpec, Topology};
 use pushflow_runtime::RuntimeError;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::config::{AggregateSettings, Validated};
 use crate::core::PingKind;
@@ -81,7 +80,6 @@ impl Component for Aggregate {
             codec: Arc::new(codec),
             start: StartAt::Beginning,
             stop_at: None,
-            idle_stop: Duration::ZERO,
             progress: None,
         };
         ctx.health.ok(&name);

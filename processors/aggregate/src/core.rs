@@ -124,9 +124,6 @@ pub struct Staged {
     pub parts: Vec<Part>,
     /// New (next offset, watermark) per entry of `parts`.
     pub positions: Vec<(i64, i64)>,
-    /// Broker timestamp of the last admitted record per entry of `parts`
-    /// (0: none): where a restart finds a record-batch boundary to seek to.
-    pub resume_ts: Vec<i64>,
     /// Pings to check against `seen`.
     pub candidates: Vec<Candidate>,
     /// Records skipped as already committed (offset below the stored one).
@@ -158,7 +155,6 @@ impl Staged {
             moved.push((lane_of(&part), lane.parts.len()));
             lane.parts.push(part);
             lane.positions.push(self.positions[i]);
-            lane.resume_ts.push(self.resume_ts[i]);
         }
         for mut c in self.candidates {
             let (lane, at) = moved[c.part];
@@ -312,7 +308,6 @@ impl Core {
             .map_or((0, i64::MIN), |s| (s.next_offset, s.watermark));
         staged.parts.push(part);
         staged.positions.push(pos);
-        staged.resume_ts.push(0);
         staged.parts.len() - 1
     }
 
@@ -324,7 +319,6 @@ impl Core {
         topic: &str,
         partition: i32,
         offset: i64,
-        timestamp_ms: Option<i64>,
     ) -> Option<usize> {
         let i = self.slot(staged, topic, partition);
         if offset < staged.positions[i].0 {
@@ -332,7 +326,6 @@ impl Core {
             return None;
         }
         staged.positions[i].0 = offset + 1;
-        staged.resume_ts[i] = timestamp_ms.unwrap_or(0);
         Some(i)
     }
 
@@ -431,7 +424,7 @@ mod tests {
     fn run(core: &mut Core, recs: &[(i64, Ping)]) -> Deltas {
         let mut st = Staged::default();
         for (off, p) in recs {
-            if let Some(slot) = core.admit(&mut st, "t", 0, *off, None) {
+            if let Some(slot) = core.admit(&mut st, "t", 0, *off) {
                 core.stage(&mut st, slot, *off, p.clone());
             }
         }
@@ -458,7 +451,7 @@ mod tests {
                 "k" => PingKind::Clicked,
                 _ => PingKind::Delivered,
             };
-            if let Some(slot) = c.admit(&mut st, topic, *part, off as i64, None) {
+            if let Some(slot) = c.admit(&mut st, topic, *part, off as i64) {
                 c.stage(&mut st, slot, off as i64, ping(n, kind, 1_000));
             }
         }
@@ -484,7 +477,7 @@ mod tests {
         assert_eq!(lanes[0].duplicates + lanes[1].duplicates, 1);
         // Only lane 2 has partitions: the others come back empty.
         let mut one = Staged::default();
-        let slot = c.admit(&mut one, "d", 2, 9, None).unwrap();
+        let slot = c.admit(&mut one, "d", 2, 9).unwrap();
         c.stage(&mut one, slot, 9, ping("z", PingKind::Delivered, 1_000));
         let lanes = one.split(4);
         let busy: Vec<usize> = (0..4).filter(|i| !lanes[*i].parts.is_empty()).collect();

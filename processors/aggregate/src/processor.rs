@@ -8,8 +8,6 @@ use pushflow_runtime::kafka::{
     run_consumer, ConsumerSettings, DeadLetters, Durable, Handler, Position, Producer, Record,
 };
 use pushflow_runtime::{CancellationToken, RuntimeError};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,12 +49,9 @@ pub struct RunOptions {
     /// Start of partitions with no stored offset.
     pub start: StartAt,
     /// Stop once every listed partition's stored next offset reaches its
-    /// value and no record came for `idle_stop` (replays and the bench);
-    /// `None` runs until shutdown.
+    /// value (a high watermark: replays and the bench); `None` runs until
+    /// shutdown.
     pub stop_at: Option<HashMap<Part, i64>>,
-    /// See `stop_at`. Some brokers (tansu 0.6) report a too-low high
-    /// watermark, so replays wait for the log to go quiet as well.
-    pub idle_stop: Duration,
     /// Progress bar advanced per record handled.
     pub progress: Option<ProgressBar>,
 }
@@ -98,8 +93,6 @@ struct Processor {
     dlq: DeadLetters,
     done: CancellationToken,
     summary: RunSummary,
-    lookup: Arc<BaseConsumer>,
-    last_record: std::time::Instant,
     /// The commit lanes (`partition % lanes.len()`).
     lanes: Lanes,
     /// Next offsets committed to Postgres, per partition.
@@ -128,7 +121,6 @@ impl Processor {
         let stored = store::load_positions(client, &schema, parts)
             .await
             .map_err(|e| e.into_runtime("aggregate"))?;
-        let boundaries = self.batch_starts(&stored).await;
         let mut seek = Vec::new();
         for p in parts {
             let (next, wm) = match (stored.get(p), &self.opts.start) {
@@ -138,66 +130,14 @@ impl Processor {
             };
             self.core.assign(p.clone(), next, wm);
             self.committed.insert(p.clone(), next);
-            let at = boundaries
-                .get(p)
-                .copied()
-                .filter(|b| *b <= next)
-                .unwrap_or(next);
             seek.push(Position {
                 topic: p.0.clone(),
                 partition: p.1,
-                next_offset: at,
+                next_offset: next,
             });
         }
         self.check_done();
         Ok(seek)
-    }
-
-    /// Where to seek for each stored partition: the offset the broker finds
-    /// for the last committed record's timestamp (at or before the stored
-    /// offset). Seeking to the stored offset itself would do on Apache
-    /// Kafka, but tansu 0.6 returns nothing for a fetch that starts inside
-    /// a record batch, and its time index answers with batch starts. The
-    /// few records re-read are skipped by offset.
-    async fn batch_starts(&self, stored: &HashMap<Part, store::Stored>) -> HashMap<Part, i64> {
-        let mut tpl = TopicPartitionList::new();
-        for (p, s) in stored {
-            if s.resume_ts > 0
-                && tpl
-                    .add_partition_offset(&p.0, p.1, Offset::Offset(s.resume_ts))
-                    .is_err()
-            {
-                continue;
-            }
-        }
-        if tpl.count() == 0 {
-            return HashMap::new();
-        }
-        let lookup = self.lookup.clone();
-        let found = tokio::task::spawn_blocking(move || {
-            lookup.offsets_for_times(tpl, Duration::from_secs(10))
-        })
-        .await;
-        match found {
-            Ok(Ok(tpl)) => tpl
-                .elements()
-                .iter()
-                .filter_map(|e| match e.offset() {
-                    Offset::Offset(o) if o >= 0 => {
-                        Some(((e.topic().to_string(), e.partition()), o))
-                    }
-                    _ => None,
-                })
-                .collect(),
-            Ok(Err(e)) => {
-                tracing::warn!(component = %self.opts.name, error = %e, "offset-for-time lookup failed; seeking to the stored offsets");
-                HashMap::new()
-            }
-            Err(e) => {
-                tracing::warn!(component = %self.opts.name, error = %e, "offset-for-time lookup panicked; seeking to the stored offsets");
-                HashMap::new()
-            }
-        }
     }
 
     /// Waits until every lane committed what it was given; returns the
@@ -275,9 +215,6 @@ impl Processor {
         let Some(stop) = &self.opts.stop_at else {
             return;
         };
-        if self.last_record.elapsed() < self.opts.idle_stop {
-            return;
-        }
         let reached = stop
             .iter()
             .all(|(p, end)| *end <= 0 || self.committed.get(p).is_some_and(|n| *n >= *end));
@@ -311,7 +248,6 @@ impl Handler for Processor {
 
     async fn process(&mut self, batch: Vec<Record>) -> Result<Durable, RuntimeError> {
         let started = std::time::Instant::now();
-        self.last_record = started;
         let mut missing: Vec<Part> = batch
             .iter()
             .filter(|r| !self.core.owns(&r.topic, r.partition))
@@ -325,9 +261,9 @@ impl Handler for Processor {
         let mut staged = Staged::default();
         let mut dead = 0;
         for r in &batch {
-            let Some(slot) =
-                self.core
-                    .admit(&mut staged, &r.topic, r.partition, r.offset, r.timestamp_ms)
+            let Some(slot) = self
+                .core
+                .admit(&mut staged, &r.topic, r.partition, r.offset)
             else {
                 continue;
             };
@@ -412,7 +348,6 @@ pub async fn run(
         client: Some(client),
         done: done.clone(),
         summary: RunSummary::default(),
-        last_record: std::time::Instant::now(),
         lanes: Lanes::start(
             &Target {
                 database_url: opts.database_url.clone(),
@@ -424,11 +359,6 @@ pub async fn run(
             opts.settings.commit_connections,
         ),
         committed: HashMap::new(),
-        lookup: Arc::new(
-            pushflow_runtime::kafka::client_config(&opts.brokers, &opts.passthrough)
-                .set("group.id", &opts.group)
-                .create()?,
-        ),
         opts,
     };
     tracing::info!(component = %p.opts.name, schema = %p.opts.settings.schema, inputs = ?p.opts.inputs, "aggregate starting");

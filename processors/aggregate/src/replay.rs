@@ -163,7 +163,6 @@ pub async fn replay(opts: ReplayOptions) -> Result<ReplayReport, AggregateError>
         start: StartAt::Offsets(ranges.iter().map(|(p, (s, _))| (p.clone(), *s)).collect()),
         stop_at: Some(ranges.iter().map(|(p, (_, e))| (p.clone(), *e)).collect()),
         progress: Some(pb.clone()),
-        idle_stop: Duration::from_secs(3),
     };
     let summary = run(run_opts, CancellationToken::new()).await?;
     pb.finish();

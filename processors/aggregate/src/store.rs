@@ -95,6 +95,12 @@ fn migrations(s: &str) -> Vec<(i32, String)> {
                 "ALTER TABLE {s}.seen ALTER COLUMN notification_id TYPE text COLLATE \"C\";"
             ),
         ),
+        (
+            4,
+            // The consumer resumes from `next_offset` itself; the broker
+            // timestamp once kept to find a record-batch start is unused.
+            format!("ALTER TABLE {s}.offsets DROP COLUMN IF EXISTS resume_ts_ms;"),
+        ),
     ]
 }
 
@@ -146,8 +152,6 @@ pub struct Stored {
     pub next_offset: i64,
     /// Max event time seen.
     pub watermark: i64,
-    /// Broker timestamp of the last committed record (0: unknown).
-    pub resume_ts: i64,
 }
 
 /// Stored positions of `parts` (absent: never committed).
@@ -160,7 +164,7 @@ pub async fn load_positions(
     let partitions: Vec<i32> = parts.iter().map(|p| p.1).collect();
     let rows = client
         .query(
-            &format!("SELECT o.topic, o.partition, o.next_offset, o.watermark_ms, o.resume_ts_ms FROM {schema}.offsets o
+            &format!("SELECT o.topic, o.partition, o.next_offset, o.watermark_ms FROM {schema}.offsets o
                       JOIN unnest($1::text[], $2::int[]) AS u(topic, partition) USING (topic, partition)"),
             &[&topics, &partitions],
         )
@@ -174,7 +178,6 @@ pub async fn load_positions(
                 Stored {
                     next_offset: r.get(2),
                     watermark: r.get(3),
-                    resume_ts: r.get(4),
                 },
             )
         })
@@ -240,13 +243,12 @@ pub async fn commit(
     let next: Vec<i64> = staged.positions.iter().map(|p| p.0).collect();
     let wm: Vec<i64> = staged.positions.iter().map(|p| p.1).collect();
     tx.execute(
-        &format!("INSERT INTO {s}.offsets AS o (topic, partition, next_offset, watermark_ms, resume_ts_ms)
-                  SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[], $5::bigint[])
+        &format!("INSERT INTO {s}.offsets AS o (topic, partition, next_offset, watermark_ms)
+                  SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[])
                   ON CONFLICT (topic, partition) DO UPDATE SET next_offset = GREATEST(o.next_offset, excluded.next_offset),
                      watermark_ms = GREATEST(o.watermark_ms, excluded.watermark_ms),
-                     resume_ts_ms = CASE WHEN excluded.resume_ts_ms > 0 AND excluded.next_offset >= o.next_offset THEN excluded.resume_ts_ms ELSE o.resume_ts_ms END,
                      updated_at = now()"),
-        &[&topics, &partitions, &next, &wm, &staged.resume_ts],
+        &[&topics, &partitions, &next, &wm],
     )
     .await
     .map_err(pg("store offsets"))?;

@@ -318,7 +318,7 @@ async fn two_instances_migrating_at_once_apply_each_migration_once() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, vec![1, 2, 3]);
+    assert_eq!(versions, vec![1, 2, 3, 4]);
     let view = a
         .query_one(
             "SELECT count(*) FROM information_schema.views WHERE table_schema = 'public' AND table_name = 'billing_monthly_impressions'",

@@ -13,14 +13,9 @@
 //! offsets (the aggregate keeps them in Postgres) returns seek positions from
 //! [`Handler::assigned`].
 //!
-//! A member left without any partition for [`REJOIN_AFTER`] re-subscribes
-//! (then waits twice as long before trying again, up to
-//! [`REJOIN_AFTER_MAX`]). tansu 0.6 can hand a member that joins while a
-//! killed predecessor's session is still open an empty assignment and then
-//! report the group stable forever; rejoining after the dead member's
-//! session has expired gets the partitions. On a real Kafka cluster the
-//! cost is a rebalance now and then for a member that truly has nothing to
-//! do (more members than partitions).
+//! A member without partitions (more members than partitions) simply
+//! waits: it never leaves and rejoins on its own, since on Kafka every
+//! join makes the whole group rebalance and pauses every working member.
 
 use async_trait::async_trait;
 use rdkafka::consumer::{
@@ -33,12 +28,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+use super::Producer;
 use crate::RuntimeError;
-
-/// How long a member may hold no partition before it rejoins its group.
-pub const REJOIN_AFTER: Duration = Duration::from_secs(20);
-/// The longest wait between such rejoins.
-pub const REJOIN_AFTER_MAX: Duration = Duration::from_secs(300);
 
 /// A record as the handler sees it (owned copies of key, value, headers).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,10 +203,11 @@ struct Loop<'a> {
     owned: HashMap<(String, i32), ()>,
     /// Durable positions not yet committed.
     pending: HashMap<(String, i32), i64>,
-    /// Since when this member has held no partition, and how long it
-    /// waits before rejoining.
-    idle_since: Instant,
-    rejoin_after: Duration,
+    /// Positions the handler asked for, and whether the seek took effect;
+    /// records below them are dropped until one at or past them arrives.
+    seeks: HashMap<(String, i32), (i64, bool)>,
+    /// Wait before handing an aborted transaction's batch again.
+    backoff: Duration,
 }
 
 impl Loop<'_> {
@@ -228,20 +220,18 @@ impl Loop<'_> {
                         self.owned.insert(p.clone(), ());
                     }
                     for pos in handler.assigned(&parts).await? {
-                        tracing::info!(topic = %pos.topic, partition = pos.partition, offset = pos.next_offset, "seeking to stored position");
-                        self.consumer.seek(
-                            &pos.topic,
-                            pos.partition,
-                            Offset::Offset(pos.next_offset),
-                            Duration::from_secs(10),
-                        )?;
+                        tracing::info!(topic = %pos.topic, partition = pos.partition, offset = pos.next_offset, "resuming from the stored position");
+                        self.seeks
+                            .insert((pos.topic.clone(), pos.partition), (pos.next_offset, false));
                     }
+                    self.seek_pending();
                 }
                 RebalanceEvent::Revoked(parts) => {
                     tracing::info!(component = %self.settings.component, partitions = ?parts, "partitions revoked");
                     for p in &parts {
                         self.owned.remove(p);
                         self.pending.remove(p);
+                        self.seeks.remove(p);
                     }
                     handler.revoked(&parts).await?;
                 }
@@ -250,31 +240,45 @@ impl Loop<'_> {
         Ok(())
     }
 
-    /// Re-subscribes when this member has held no partition for
-    /// `rejoin_after` (see the module docs).
-    fn rejoin_if_starved(&mut self) -> Result<(), RuntimeError> {
-        if !self.owned.is_empty() {
-            self.idle_since = Instant::now();
-            self.rejoin_after = REJOIN_AFTER;
-            return Ok(());
+    /// Seeks partitions to the positions their handler asked for. A
+    /// partition assigned a moment ago cannot be sought yet (librdkafka:
+    /// "Erroneous state" until its fetcher starts), so a failed seek is
+    /// tried again at every turn of the loop; records below the position
+    /// are dropped until one at or past it arrives ([`Self::skip_sought`]),
+    /// also those fetched before the seek took effect.
+    fn seek_pending(&mut self) {
+        for ((topic, partition), (offset, sought)) in self.seeks.iter_mut().filter(|(_, s)| !s.1) {
+            match self.consumer.seek(
+                topic,
+                *partition,
+                Offset::Offset(*offset),
+                Duration::from_secs(10),
+            ) {
+                Ok(()) => *sought = true,
+                Err(e) => {
+                    tracing::debug!(topic = %topic, partition, offset, error = %e, "seek not possible yet; trying again")
+                }
+            }
         }
-        if self.idle_since.elapsed() < self.rejoin_after {
-            return Ok(());
+    }
+
+    /// Drops records below a requested position; a record at or past it
+    /// ends the request.
+    fn skip_sought(&mut self, batch: &mut Vec<Record>) {
+        if self.seeks.is_empty() {
+            return;
         }
-        tracing::warn!(
-            component = %self.settings.component,
-            group = %self.settings.group_id,
-            idle_s = self.idle_since.elapsed().as_secs(),
-            "no partitions assigned; rejoining the consumer group"
-        );
-        metrics::counter!("pushflow_consumer_rejoins_total", "component" => self.settings.component.clone())
-            .increment(1);
-        self.consumer.unsubscribe();
-        let topics: Vec<&str> = self.settings.topics.iter().map(String::as_str).collect();
-        self.consumer.subscribe(&topics)?;
-        self.idle_since = Instant::now();
-        self.rejoin_after = (self.rejoin_after * 2).min(REJOIN_AFTER_MAX);
-        Ok(())
+        batch.retain(|r| {
+            let key = (r.topic.clone(), r.partition);
+            match self.seeks.get(&key) {
+                Some((at, _)) if r.offset < *at => false,
+                Some(_) => {
+                    self.seeks.remove(&key);
+                    true
+                }
+                None => true,
+            }
+        });
     }
 
     fn note(&mut self, durable: Durable, batch: &[Record]) {
@@ -360,13 +364,39 @@ impl Loop<'_> {
     }
 }
 
-/// Runs `handler` over `settings.topics` until `shutdown` is cancelled.
+/// Runs `handler` over `settings.topics` until `shutdown` is cancelled,
+/// committing offsets to the group once the handler says they are durable.
 ///
 /// Returns an error only for what retrying cannot fix (a handler error that
 /// is not retryable, an invalid configuration).
 pub async fn run_consumer<H: Handler>(
     settings: &ConsumerSettings,
     handler: &mut H,
+    shutdown: CancellationToken,
+) -> Result<(), RuntimeError> {
+    run(settings, handler, None, shutdown).await
+}
+
+/// As [`run_consumer`], with every batch in one Kafka transaction of
+/// `producer` (a [`Producer::transactional`]): what the handler produces
+/// through it and the batch's consumed offsets commit together. A batch
+/// whose handler fails, or whose transaction cannot commit, is aborted
+/// (its records never reach `read_committed` readers), the partitions are
+/// rewound to the batch's first offsets and it is fetched and handed again
+/// after a backoff. `tick` and `close` run in transactions of their own.
+pub async fn run_consumer_transactional<H: Handler>(
+    settings: &ConsumerSettings,
+    handler: &mut H,
+    producer: &Producer,
+    shutdown: CancellationToken,
+) -> Result<(), RuntimeError> {
+    run(settings, handler, Some(producer), shutdown).await
+}
+
+async fn run<H: Handler>(
+    settings: &ConsumerSettings,
+    handler: &mut H,
+    txn: Option<&Producer>,
     shutdown: CancellationToken,
 ) -> Result<(), RuntimeError> {
     let (tx, rx) = mpsc::channel();
@@ -376,6 +406,7 @@ pub async fn run_consumer<H: Handler>(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
+        .set("isolation.level", "read_committed")
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000");
     for (k, v) in &settings.passthrough {
@@ -391,40 +422,169 @@ pub async fn run_consumer<H: Handler>(
         events: rx,
         owned: HashMap::new(),
         pending: HashMap::new(),
-        idle_since: Instant::now(),
-        rejoin_after: REJOIN_AFTER,
+        seeks: HashMap::new(),
+        backoff: Duration::from_millis(100),
     };
     let component = settings.component.clone();
     let mut last_tick = Instant::now();
     while let Some(mut batch) = lp.next_batch(&shutdown).await {
         lp.apply_events(handler).await?;
-        lp.rejoin_if_starved()?;
         batch.retain(|r| lp.owned.contains_key(&(r.topic.clone(), r.partition)));
+        lp.skip_sought(&mut batch);
+        lp.seek_pending();
         if !batch.is_empty() {
             let started = Instant::now();
             let n = batch.len() as u64;
-            let durable = process_with_retry(handler, &batch, &shutdown, &component).await?;
-            metrics::counter!("pushflow_records_in_total", "component" => component.clone())
-                .increment(n);
-            metrics::histogram!("pushflow_batch_duration_seconds", "component" => component.clone())
-                .record(started.elapsed().as_secs_f64());
-            if let Some(d) = durable {
-                lp.note(d, &batch);
+            let done = match txn {
+                None => {
+                    let durable =
+                        process_with_retry(handler, &batch, &shutdown, &component).await?;
+                    if let Some(d) = durable {
+                        lp.note(d, &batch);
+                    }
+                    true
+                }
+                Some(p) => {
+                    lp.transact(p, handler, Step::Batch(&batch), &shutdown)
+                        .await?
+                }
+            };
+            if done {
+                metrics::counter!("pushflow_records_in_total", "component" => component.clone())
+                    .increment(n);
+                metrics::histogram!("pushflow_batch_duration_seconds", "component" => component.clone())
+                    .record(started.elapsed().as_secs_f64());
             }
         }
         if last_tick.elapsed() >= settings.tick {
             last_tick = Instant::now();
-            let d = handler.tick().await?;
-            lp.note(d, &[]);
+            match txn {
+                None => {
+                    let d = handler.tick().await?;
+                    lp.note(d, &[]);
+                }
+                Some(p) => {
+                    lp.transact(p, handler, Step::Tick, &shutdown).await?;
+                }
+            }
         }
-        lp.commit(CommitMode::Async);
+        if txn.is_none() {
+            lp.commit(CommitMode::Async);
+        }
     }
     lp.apply_events(handler).await?;
-    let d = handler.close().await?;
-    lp.note(d, &[]);
-    lp.commit(CommitMode::Sync);
+    match txn {
+        None => {
+            let d = handler.close().await?;
+            lp.note(d, &[]);
+            lp.commit(CommitMode::Sync);
+        }
+        Some(p) => {
+            lp.transact(p, handler, Step::Close, &shutdown).await?;
+        }
+    }
     tracing::info!(component = %component, "consumer stopped; offsets committed");
     Ok(())
+}
+
+/// What [`Loop::transact`] hands the handler.
+enum Step<'a> {
+    Batch(&'a [Record]),
+    Tick,
+    Close,
+}
+
+impl Loop<'_> {
+    /// One step inside one transaction (see [`run_consumer_transactional`]).
+    /// `Ok(false)`: the transaction was aborted and the batch will come
+    /// again.
+    async fn transact<H: Handler>(
+        &mut self,
+        producer: &Producer,
+        handler: &mut H,
+        step: Step<'_>,
+        shutdown: &CancellationToken,
+    ) -> Result<bool, RuntimeError> {
+        let component = self.settings.component.clone();
+        producer.begin()?;
+        let handled = match &step {
+            Step::Batch(b) => handler.process(b.to_vec()).await,
+            Step::Tick => handler.tick().await,
+            Step::Close => handler.close().await,
+        };
+        let batch: &[Record] = match &step {
+            Step::Batch(b) => b,
+            _ => &[],
+        };
+        let failure = match handled {
+            Ok(d) => {
+                self.note(d, batch);
+                let mut tpl = TopicPartitionList::new();
+                for ((t, p), o) in &self.pending {
+                    tpl.add_partition_offset(t, *p, Offset::Offset(*o))?;
+                }
+                let group = self.consumer.group_metadata();
+                let p = producer.clone();
+                let committed = tokio::task::spawn_blocking(move || {
+                    p.commit_with_offsets(&tpl, group.as_ref(), Duration::from_secs(30))
+                })
+                .await
+                .map_err(|e| RuntimeError::Component {
+                    component: component.clone(),
+                    message: format!("transaction commit panicked: {e}"),
+                    retryable: false,
+                })?;
+                self.pending.clear();
+                match committed {
+                    Ok(()) => {
+                        self.backoff = Duration::from_millis(100);
+                        return Ok(true);
+                    }
+                    Err(e) => e,
+                }
+            }
+            Err(e) if e.is_retryable() => e,
+            Err(e) => {
+                let _ = producer.abort(Duration::from_secs(30));
+                return Err(e);
+            }
+        };
+        metrics::counter!("pushflow_batch_retries_total", "component" => component.clone())
+            .increment(1);
+        tracing::warn!(component, error = %failure, backoff_ms = self.backoff.as_millis() as u64,
+            "transaction aborted; the batch will be fetched and handed again");
+        self.pending.clear();
+        let p = producer.clone();
+        let _ = tokio::task::spawn_blocking(move || p.abort(Duration::from_secs(30))).await;
+        self.rewind(batch);
+        tokio::select! {
+            _ = shutdown.cancelled() => {},
+            _ = tokio::time::sleep(self.backoff) => {},
+        }
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(10));
+        Ok(false)
+    }
+
+    /// Seeks each partition of `batch` back to its first offset in it.
+    fn rewind(&mut self, batch: &[Record]) {
+        let mut first: HashMap<(&str, i32), i64> = HashMap::new();
+        for r in batch {
+            let e = first
+                .entry((r.topic.as_str(), r.partition))
+                .or_insert(r.offset);
+            *e = (*e).min(r.offset);
+        }
+        for ((topic, partition), offset) in first {
+            if let Err(e) = self.consumer.seek(
+                topic,
+                partition,
+                Offset::Offset(offset),
+                Duration::from_secs(10),
+            ) {
+                tracing::warn!(component = %self.settings.component, topic, partition, error = %e, "rewind failed; the partition resumes from its committed offset after the next rebalance");
+            }
+        }
+    }
 }
 
 /// Hands `batch` to the handler until it succeeds, backing off on

@@ -10,7 +10,9 @@ pub mod rate;
 use rdkafka::ClientConfig;
 use std::collections::BTreeMap;
 
-pub use consumer::{run_consumer, ConsumerSettings, Durable, Handler, Position, Record};
+pub use consumer::{
+    run_consumer, run_consumer_transactional, ConsumerSettings, Durable, Handler, Position, Record,
+};
 pub use dlq::DeadLetters;
 pub use producer::{Delivery, Producer};
 

@@ -131,8 +131,8 @@ async fn kill_9_loses_no_acknowledged_record() {
         acked.len()
     );
 
-    // Read everything (not up to the watermarks: tansu's can lag).
-    let read = consume_all(&topic, Duration::from_secs(3), Duration::from_secs(60));
+    // Read everything up to the high watermarks.
+    let read = consume_all(&topic, Duration::from_secs(60));
     let total = read.len();
     let codec = Codec::for_registry(&registry).unwrap();
     let mut on_topic: HashMap<String, Vec<(i64, i64)>> = HashMap::new();

@@ -32,21 +32,12 @@ pub fn delivered(i: u64) -> NotificationDelivered {
     }
 }
 
-/// Produces framed payloads to `topic` (keyed by `key`, all acknowledged).
+/// Produces framed payloads to `topic` (keyed by `key`, all acknowledged),
+/// in multi-record producer batches as a real producer sends them.
 pub async fn produce(topic: &str, records: &[(String, Vec<u8>)]) {
-    produce_batched(topic, records, 10_000).await
-}
-
-/// As [`produce`], with at most `per_batch` records per Kafka record batch.
-///
-/// The tansu broker, fetching from an offset in the middle of a record
-/// batch, skips to the NEXT batch (losing the rest of that batch for a
-/// consumer resuming there); tests that resume mid-way use 1.
-pub async fn produce_batched(topic: &str, records: &[(String, Vec<u8>)], per_batch: usize) {
     let p: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", pushflow_testkit::brokers())
         .set("linger.ms", "5")
-        .set("batch.num.messages", per_batch.to_string())
         .create()
         .unwrap();
     let futs: Vec<_> = records

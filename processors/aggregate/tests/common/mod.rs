@@ -225,7 +225,6 @@ pub fn options(w: &World, max_batch: usize) -> RunOptions {
         codec: Arc::new(Codec::for_registry(&w.registry).unwrap()),
         start: StartAt::Beginning,
         stop_at: Some(ends(w)),
-        idle_stop: Duration::ZERO,
         progress: None,
     }
 }

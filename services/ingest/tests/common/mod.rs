@@ -105,25 +105,16 @@ pub async fn start(extra_settings: &str, topics: &[&str]) -> Server {
 
 /// Reads `n` records of `topic` from the beginning (all partitions).
 pub fn consume(topic: &str, n: usize, limit: Duration) -> Vec<(i32, i64, Vec<u8>, Vec<u8>)> {
-    read(topic, n, limit, None)
+    read(topic, Some(n), limit)
 }
 
-/// Reads every record of `topic`: stops once nothing new came for `idle`
-/// (the broker's high watermarks can lag behind what it acknowledged).
-pub fn consume_all(
-    topic: &str,
-    idle: Duration,
-    limit: Duration,
-) -> Vec<(i32, i64, Vec<u8>, Vec<u8>)> {
-    read(topic, usize::MAX, limit, Some(idle))
+/// Reads every record of `topic`: up to each partition's high watermark
+/// as it is when called (everything acknowledged before then).
+pub fn consume_all(topic: &str, limit: Duration) -> Vec<(i32, i64, Vec<u8>, Vec<u8>)> {
+    read(topic, None, limit)
 }
 
-fn read(
-    topic: &str,
-    n: usize,
-    limit: Duration,
-    idle: Option<Duration>,
-) -> Vec<(i32, i64, Vec<u8>, Vec<u8>)> {
+fn read(topic: &str, n: Option<usize>, limit: Duration) -> Vec<(i32, i64, Vec<u8>, Vec<u8>)> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", pushflow_testkit::brokers())
         .set("group.id", pushflow_testkit::unique("ingest-test-reader"))
@@ -134,22 +125,37 @@ fn read(
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .unwrap();
     let mut tpl = TopicPartitionList::new();
+    let mut ends = std::collections::HashMap::new();
     for p in md.topics()[0].partitions() {
         tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
             .unwrap();
+        let (_, high) = consumer
+            .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+            .unwrap();
+        ends.insert(p.id(), high);
     }
     consumer.assign(&tpl).unwrap();
     let started = Instant::now();
     let mut out = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    let mut last = Instant::now();
-    while out.len() < n && started.elapsed() < limit && idle.is_none_or(|i| last.elapsed() < i) {
+    let mut next: std::collections::HashMap<i32, i64> = std::collections::HashMap::new();
+    let done = |out: &Vec<_>, next: &std::collections::HashMap<i32, i64>| match n {
+        Some(n) => out.len() >= n,
+        None => ends
+            .iter()
+            .all(|(p, end)| next.get(p).copied().unwrap_or(0) >= *end),
+    };
+    while !done(&out, &next) {
+        assert!(
+            started.elapsed() < limit,
+            "read {} records of {topic} in {limit:?}, expected {}",
+            out.len(),
+            n.map_or_else(
+                || format!("up to the high watermarks {ends:?}"),
+                |n| n.to_string()
+            )
+        );
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-            last = Instant::now();
-            // The broker may hand a fetched range out twice; keep each offset once.
-            if !seen.insert((m.partition(), m.offset())) {
-                continue;
-            }
+            next.insert(m.partition(), m.offset() + 1);
             out.push((
                 m.partition(),
                 m.offset(),

@@ -6,7 +6,9 @@ use async_trait::async_trait;
 use pushflow_runtime::codec::Codec;
 use pushflow_runtime::component::{Component, Context};
 use pushflow_runtime::http::Health;
-use pushflow_runtime::kafka::{run_consumer, ConsumerSettings, DeadLetters, Producer};
+use pushflow_runtime::kafka::{
+    run_consumer_transactional, ConsumerSettings, DeadLetters, Producer,
+};
 use pushflow_runtime::token::PingKeys;
 use pushflow_runtime::topology::{ComponentSpec, Topology};
 use pushflow_runtime::{CancellationToken, RuntimeError};
@@ -50,24 +52,50 @@ pub struct Dispatch {
     pub group: String,
 }
 
-/// The VAPID key from `PUSHFLOW_VAPID_PRIVATE_KEY`, else the PEM file of
-/// the settings, else a fresh one (logged: push services will refuse
-/// subscriptions made with another key, so set one in production).
-pub fn load_vapid_key(settings: &DispatchSettings) -> Result<VapidKey, DispatchError> {
-    if let Ok(raw) = std::env::var("PUSHFLOW_VAPID_PRIVATE_KEY") {
-        if !raw.trim().is_empty() {
-            return VapidKey::from_base64url(&raw);
-        }
+/// The VAPID key from `PUSHFLOW_VAPID_PRIVATE_KEY` or the file
+/// `PUSHFLOW_VAPID_PRIVATE_KEY_FILE` names ([`crate::vapid::key_from_env`]),
+/// else the PEM file of the settings, else a fresh one (logged: push
+/// services will refuse subscriptions made with another key, so set one in
+/// production). An error is (field or variable, what to fix).
+pub fn load_vapid_key(
+    settings: &DispatchSettings,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<VapidKey, (String, String)> {
+    if let Some(k) = crate::vapid::key_from_env(env)? {
+        return Ok(k);
     }
     if let Some(path) = &settings.vapid_private_key_file {
+        let field =
+            |e: DispatchError| ("settings.vapid_private_key_file".to_string(), e.to_string());
         let text = std::fs::read_to_string(path).map_err(|e| {
-            DispatchError::Config(format!("cannot read VAPID key file {path}: {e}"))
+            field(DispatchError::Config(format!(
+                "cannot read VAPID key file {path}: {e}"
+            )))
         })?;
-        return VapidKey::from_pem(&text);
+        return VapidKey::from_pem(&text).map_err(field);
     }
     let k = VapidKey::generate();
-    tracing::warn!(public_key = %k.public_b64, "no VAPID key configured (PUSHFLOW_VAPID_PRIVATE_KEY or vapid_private_key_file): using a fresh one for this process");
+    tracing::warn!(public_key = %k.public_b64, "no VAPID key configured (PUSHFLOW_VAPID_PRIVATE_KEY, PUSHFLOW_VAPID_PRIVATE_KEY_FILE or vapid_private_key_file): using a fresh one for this process");
     Ok(k)
+}
+
+/// This process's instance id in transactional ids: `PUSHFLOW_INSTANCE_ID`,
+/// else the host name and how many dispatch instances this process started
+/// before (`host-0`, `host-1`, …). Two dispatch processes on one host must
+/// set distinct `PUSHFLOW_INSTANCE_ID`s (the broker would fence one).
+fn instance_id() -> String {
+    static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    if let Some(id) = std::env::var("PUSHFLOW_INSTANCE_ID")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        return if n == 0 { id } else { format!("{id}-{n}") };
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".into());
+    format!("{host}-{n}")
 }
 
 /// Checks a `dispatch` entry of the topology (no network I/O).
@@ -83,8 +111,7 @@ pub fn validate(
     }
     let raw: DispatchSettings = serde_yaml::from_value(spec.settings.clone())
         .map_err(|e| ("settings".to_string(), e.to_string()))?;
-    let vapid = load_vapid_key(&raw)
-        .map_err(|e| ("settings.vapid_private_key_file".to_string(), e.to_string()))?;
+    let vapid = load_vapid_key(&raw, |k| std::env::var(k).ok())?;
     let settings = raw.check()?;
     let topics = Topics::default();
     let mut inputs = topics.view_inputs();
@@ -143,10 +170,25 @@ impl Dispatch {
             }
         };
         let producer = Producer::new(&self.brokers, &self.kafka, Duration::from_secs(60))?;
-        let mut one_per_batch = self.kafka.clone();
-        one_per_batch.insert("batch.num.messages".into(), "1".into());
-        one_per_batch.insert("linger.ms".into(), "0".into());
-        let batch_producer = Producer::new(&self.brokers, &one_per_batch, Duration::from_secs(60))?;
+        // A transactional id per instance and loop that a restart reuses,
+        // so the restarted instance aborts what its predecessor left open
+        // at once instead of readers waiting for the transaction timeout.
+        let instance = instance_id();
+        let txn = |lp: &str, timeout: &str| {
+            let id = format!("{}-{lp}-{instance}", self.group);
+            let mut kafka = self.kafka.clone();
+            kafka
+                .entry("transaction.timeout.ms".into())
+                .or_insert_with(|| timeout.into());
+            async move {
+                Producer::transactional(&self.brokers, &kafka, Duration::from_secs(60), &id).await
+            }
+        };
+        // Planning a campaign of millions and sending a batch with retries
+        // take long; the broker's default ceiling is 15 min.
+        let view_txn = txn("view", "900000").await?;
+        let batch_txn = txn("batches", "300000").await?;
+        tracing::info!(component = %self.name, instance = %instance, "transactional producers ready");
         let cfg = &self.settings;
         let sender = Sender::new(
             VapidCache::new(
@@ -173,7 +215,12 @@ impl Dispatch {
             )?),
             dlq: DeadLetters::new(producer.clone(), self.name.clone()),
             producer,
-            batch_producer,
+            view_txn,
+            batch_txn,
+            brokers: self.brokers.clone(),
+            kafka: self.kafka.clone(),
+            view_group: self.group.clone(),
+            batch_group: format!("{}-batches", self.group),
             sender,
             ping: self.ping.clone(),
             topics: Arc::new(self.topics.clone()),
@@ -206,7 +253,7 @@ impl Dispatch {
         let mut batch_settings = ConsumerSettings::new(
             &self.name,
             &self.brokers,
-            &format!("{}-batches", self.group),
+            &shared.batch_group,
             vec![self.topics.batches.clone()],
         );
         batch_settings.passthrough = self.kafka.clone();
@@ -214,14 +261,15 @@ impl Dispatch {
             .passthrough
             .insert("max.poll.interval.ms".into(), "900000".into());
         batch_settings.max_batch = self.settings.raw.parallel_batches;
+        let (view_txn, batch_txn) = (shared.view_txn.clone(), shared.batch_txn.clone());
         let mut view = ViewHandler {
             shared: shared.clone(),
         };
         let mut batches = BatchHandler { shared };
         tracing::info!(component = %self.name, group = %self.group, "dispatch running");
         tokio::try_join!(
-            run_consumer(&view_settings, &mut view, shutdown.clone()),
-            run_consumer(&batch_settings, &mut batches, shutdown.clone()),
+            run_consumer_transactional(&view_settings, &mut view, &view_txn, shutdown.clone()),
+            run_consumer_transactional(&batch_settings, &mut batches, &batch_txn, shutdown.clone()),
         )?;
         Ok(())
     }

@@ -12,7 +12,8 @@ pub struct DispatchSettings {
     /// (`mailto:…` or `https://…`).
     pub vapid_subject: String,
     /// PEM file with the VAPID private key; `PUSHFLOW_VAPID_PRIVATE_KEY`
-    /// (base64url raw P-256 scalar) takes precedence.
+    /// (base64url raw P-256 scalar) or `PUSHFLOW_VAPID_PRIVATE_KEY_FILE`
+    /// (a file holding that scalar) takes precedence.
     #[serde(default)]
     pub vapid_private_key_file: Option<String>,
     /// Lifetime of a VAPID JWT (reused per push-service origin), ≤ 24h.

@@ -2,15 +2,17 @@
 //!
 //! Delivery guarantee, in plain words: every subscriber of a launched
 //! campaign ends with exactly one `notification.dispatched` or
-//! `notification.failed` event, even across kill -9 and restart, and nobody
-//! is sent the same notification twice — except a send whose outcome was
-//! not yet written to Postgres when the process died (at most one chunk of
-//! in-flight sends per batch). Notification ids and event ids are
-//! deterministic (UUIDv5 of campaign and subscriber), so a replay finds the
-//! decided outcome, and an outcome whose events were produced but not yet
-//! marked published is re-sent with the same event ids (consumers
-//! deduplicate on `event_id`). Offsets are committed only after the
-//! batch's outcomes are in Postgres and acknowledged by the broker.
+//! `notification.failed` event, even across kill -9 and restart; no event
+//! (`event_id`) is ever on an output topic twice; and nobody is sent the
+//! same notification twice — except a send whose outcome was not yet
+//! written to Postgres when the process died (at most one chunk of
+//! in-flight sends per batch). Both loops write through Kafka
+//! transactions that commit the records they produce together with the
+//! offsets they consumed, so a crash leaves both or neither (readers use
+//! `read_committed`, librdkafka's default). Notification ids and event ids
+//! are deterministic (UUIDv5 of campaign and subscriber), so a replay finds
+//! the decided outcome, and an outcome whose transaction never committed is
+//! published again with the same event ids.
 //!
 //! How: a view loop (consumer group `<group>`) keeps the store's active
 //! subscriptions and the campaigns' content in Postgres (see [`store`] for

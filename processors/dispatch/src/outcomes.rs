@@ -1,5 +1,6 @@
 //! One row per decided notification (`dispatch.outcomes`), checked before
-//! sending and marked published once the broker acknowledged its events.
+//! sending. Each row names the batch record whose transaction publishes its
+//! events; rows older than that scheme carry `published` instead.
 
 use std::collections::HashMap;
 
@@ -27,8 +28,13 @@ pub struct OutcomeRow {
     pub error: String,
     /// Decision time, ms.
     pub occurred_at: i64,
-    /// Whether its events were acknowledged by the broker.
+    /// Rows from before transactions: whether its events were acknowledged.
     pub published: bool,
+    /// Partition of the batch record whose transaction publishes the
+    /// events (-1: a row from before transactions).
+    pub batch_partition: i32,
+    /// Offset of that batch record.
+    pub batch_offset: i64,
 }
 
 impl Store {
@@ -41,7 +47,8 @@ impl Store {
             .client()
             .await?
             .query(
-                "SELECT notification_id, campaign_id, subscriber_id, store_id, kind, retryable, status_code, error, occurred_at, published
+                "SELECT notification_id, campaign_id, subscriber_id, store_id, kind, retryable, status_code, error, occurred_at, published,
+                        batch_partition, batch_offset
                  FROM dispatch.outcomes WHERE notification_id = ANY($1)",
                 &[&ids],
             )
@@ -61,23 +68,27 @@ impl Store {
                     error: r.get(7),
                     occurred_at: r.get(8),
                     published: r.get(9),
+                    batch_partition: r.get(10),
+                    batch_offset: r.get(11),
                 };
                 (o.notification_id.clone(), o)
             })
             .collect())
     }
 
-    /// Records decided outcomes (unpublished); an existing row wins.
+    /// Records decided outcomes; an existing row wins.
     pub async fn record(&self, rows: &[OutcomeRow]) -> Result<(), DispatchError> {
         let v = |f: fn(&OutcomeRow) -> String| rows.iter().map(f).collect::<Vec<String>>();
         let retryable: Vec<bool> = rows.iter().map(|r| r.retryable).collect();
         let status: Vec<Option<i32>> = rows.iter().map(|r| r.status_code).collect();
         let at: Vec<i64> = rows.iter().map(|r| r.occurred_at).collect();
+        let partition: Vec<i32> = rows.iter().map(|r| r.batch_partition).collect();
+        let offset: Vec<i64> = rows.iter().map(|r| r.batch_offset).collect();
         self.client()
             .await?
             .execute(
-                "INSERT INTO dispatch.outcomes (notification_id, campaign_id, subscriber_id, store_id, kind, retryable, status_code, error, occurred_at)
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bool[], $7::int[], $8::text[], $9::bigint[])
+                "INSERT INTO dispatch.outcomes (notification_id, campaign_id, subscriber_id, store_id, kind, retryable, status_code, error, occurred_at, batch_partition, batch_offset)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bool[], $7::int[], $8::text[], $9::bigint[], $10::int[], $11::bigint[])
                  ON CONFLICT (notification_id) DO NOTHING",
                 &[
                     &v(|r| r.notification_id.clone()),
@@ -89,6 +100,8 @@ impl Store {
                     &status,
                     &v(|r| r.error.clone()),
                     &at,
+                    &partition,
+                    &offset,
                 ],
             )
             .await
@@ -96,13 +109,19 @@ impl Store {
         Ok(())
     }
 
-    /// Marks outcomes whose events the broker acknowledged.
-    pub async fn published(&self, ids: &[String]) -> Result<(), DispatchError> {
+    /// Hands outcomes whose transaction never committed to the batch record
+    /// at (`partition`, `offset`), whose transaction publishes them now.
+    pub async fn rebind(
+        &self,
+        ids: &[String],
+        partition: i32,
+        offset: i64,
+    ) -> Result<(), DispatchError> {
         self.client()
             .await?
             .execute(
-                "UPDATE dispatch.outcomes SET published = true WHERE notification_id = ANY($1)",
-                &[&ids],
+                "UPDATE dispatch.outcomes SET batch_partition = $2, batch_offset = $3 WHERE notification_id = ANY($1)",
+                &[&ids, &partition, &offset],
             )
             .await
             .map_err(db)?;

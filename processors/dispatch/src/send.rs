@@ -1,14 +1,18 @@
-//! The batch loop: sends each batch record's pushes and records every
+//! The batch loop: sends each batch record's pushes and publishes every
 //! outcome exactly once.
 //!
-//! Per batch: notifications already decided (a row in `dispatch.outcomes`)
-//! are not sent again — their events are re-published if the crash came
-//! before the broker acknowledged them; the rest are encrypted and sent
-//! concurrently (bounded per origin). As results come in, in chunks, each
-//! outcome is written to Postgres, its events are produced and acknowledged,
-//! and the row is marked published. The batch's offset is committed after
-//! its last chunk. A kill -9 can therefore only repeat sends whose outcome
-//! was not yet written.
+//! Each handed batch is one Kafka transaction
+//! ([`pushflow_runtime::kafka::run_consumer_transactional`]): the outcome
+//! events of its batch records and their consumed offsets commit together,
+//! so a crash never leaves an outcome event on a topic twice. Per batch
+//! record: notifications already decided (a row in `dispatch.outcomes`) are
+//! not sent again; their events are published again only if the
+//! transaction that published them never committed (the group's committed
+//! offset is not past the batch record the row names). The rest are
+//! encrypted and sent concurrently (bounded per origin); as results come
+//! in, in chunks, each outcome is written to Postgres, naming this batch
+//! record, and its events are produced into the open transaction. A kill -9
+//! can therefore only repeat push sends whose outcome was not yet written.
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -17,12 +21,13 @@ use pushflow_runtime::token::PingClaims;
 use pushflow_runtime::RuntimeError;
 use pushflow_schemas::{now_millis, CampaignCreated, FailureKind};
 use serde::Serialize;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::batch::DispatchBatch;
 use crate::outcomes::OutcomeRow;
 use crate::sender::{Outcome, Push};
-use crate::shared::{notification_id, Shared};
+use crate::shared::{notification_id, Cause, Shared};
 use crate::store::Subscription;
 use crate::DispatchError;
 
@@ -56,7 +61,17 @@ pub struct BatchHandler {
     pub shared: Shared,
 }
 
-fn row(c: &CampaignCreated, sub: &str, nid: &str, outcome: &Outcome) -> OutcomeRow {
+/// The batch record being dispatched: (partition, offset) in the batches
+/// topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchAt {
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+}
+
+fn row(c: &CampaignCreated, sub: &str, nid: &str, outcome: &Outcome, at: BatchAt) -> OutcomeRow {
     let (kind, retryable, status, error) = match outcome {
         Outcome::Accepted { status } => (
             "dispatched".to_string(),
@@ -90,6 +105,8 @@ fn row(c: &CampaignCreated, sub: &str, nid: &str, outcome: &Outcome) -> OutcomeR
         error,
         occurred_at: now_millis(),
         published: false,
+        batch_partition: at.partition,
+        batch_offset: at.offset,
     }
 }
 
@@ -144,8 +161,6 @@ impl BatchHandler {
         let s = &self.shared;
         s.store.record(rows).await?;
         s.publish(rows).await?;
-        let ids: Vec<String> = rows.iter().map(|r| r.notification_id.clone()).collect();
-        s.store.published(&ids).await?;
         for r in rows.iter() {
             metrics::counter!("pushflow_dispatch_notifications_total", "outcome" => r.kind.clone())
                 .increment(1);
@@ -158,8 +173,52 @@ impl BatchHandler {
         Ok(())
     }
 
-    /// Sends one batch; returns how many notifications it decided now.
-    pub async fn dispatch(&self, b: &DispatchBatch) -> Result<usize, DispatchError> {
+    /// Outcomes among `decided` whose events no committed transaction
+    /// holds: decided by this very record in an aborted transaction, or by
+    /// another record (a duplicate batch) whose transaction never committed.
+    async fn uncommitted(
+        &self,
+        decided: &HashMap<String, OutcomeRow>,
+        at: BatchAt,
+    ) -> Result<Vec<OutcomeRow>, DispatchError> {
+        let s = &self.shared;
+        let here =
+            |r: &OutcomeRow| r.batch_partition == at.partition && r.batch_offset == at.offset;
+        let elsewhere: Vec<&OutcomeRow> = decided
+            .values()
+            .filter(|r| r.batch_offset >= 0 && !here(r))
+            .collect();
+        let causes: Vec<Cause> = elsewhere
+            .iter()
+            .map(|r| Cause {
+                topic: s.topics.batches.clone(),
+                partition: r.batch_partition,
+                offset: r.batch_offset,
+            })
+            .collect();
+        let committed = if causes.is_empty() {
+            Vec::new()
+        } else {
+            s.committed(&s.batch_group, &causes).await?
+        };
+        let mut out: Vec<OutcomeRow> = decided
+            .values()
+            .filter(|r| here(r) || (r.batch_offset < 0 && !r.published))
+            .cloned()
+            .collect();
+        out.extend(
+            elsewhere
+                .into_iter()
+                .zip(committed)
+                .filter(|(_, c)| !c)
+                .map(|(r, _)| r.clone()),
+        );
+        Ok(out)
+    }
+
+    /// Sends one batch record's pushes; returns how many notifications it
+    /// decided now.
+    pub async fn dispatch(&self, b: &DispatchBatch, at: BatchAt) -> Result<usize, DispatchError> {
         let s = &self.shared;
         let Some(c) = s.store.campaign(&b.campaign_id).await? else {
             return Err(DispatchError::BadRecord(format!(
@@ -174,12 +233,12 @@ impl BatchHandler {
             .collect();
         let nids: Vec<String> = pairs.iter().map(|p| p.1.clone()).collect();
         let decided = s.store.outcomes(&nids).await?;
-        let unpublished: Vec<OutcomeRow> =
-            decided.values().filter(|r| !r.published).cloned().collect();
-        if !unpublished.is_empty() {
-            tracing::info!(component = %s.name, batch = %b.batch_key, n = unpublished.len(), "re-publishing outcomes decided before a crash");
-            let mut rows = unpublished;
-            self.flush(&mut rows).await?;
+        let mut again = self.uncommitted(&decided, at).await?;
+        if !again.is_empty() {
+            tracing::info!(component = %s.name, batch = %b.batch_key, n = again.len(), "publishing outcomes whose transaction never committed");
+            let ids: Vec<String> = again.iter().map(|r| r.notification_id.clone()).collect();
+            s.store.rebind(&ids, at.partition, at.offset).await?;
+            self.flush(&mut again).await?;
         }
         let todo: Vec<&(String, String)> = pairs
             .iter()
@@ -209,7 +268,7 @@ impl BatchHandler {
                 Some(_) => None,
             };
             if let Some(o) = early {
-                rows.push(row(&c, sub, nid, &o));
+                rows.push(row(&c, sub, nid, &o, at));
                 continue;
             }
             let push = self.push_for(&c, &subs[sub], nid)?;
@@ -222,7 +281,7 @@ impl BatchHandler {
             );
             tokio::spawn(async move {
                 let outcome = sender.send(&push).await;
-                let _ = tx.send(row(&c2, &sub, &nid, &outcome)).await;
+                let _ = tx.send(row(&c2, &sub, &nid, &outcome, at)).await;
             });
         }
         drop(tx);
@@ -257,14 +316,21 @@ impl Handler for BatchHandler {
                 .decode(r.payload.as_deref().unwrap_or_default())
                 .await
             {
-                Ok(b) => decoded.push((i, b)),
+                Ok(b) => decoded.push((
+                    i,
+                    b,
+                    BatchAt {
+                        partition: r.partition,
+                        offset: r.offset,
+                    },
+                )),
                 Err(e) if e.is_retryable() => return Err(e.into_runtime(&s.name)),
                 Err(e) => s.dlq.send(r, &e.to_string()).await?,
             }
         }
         let this = &*self;
         let results: Vec<(usize, Result<usize, DispatchError>)> = futures::stream::iter(decoded)
-            .map(move |(i, b)| async move { (i, this.dispatch(&b).await) })
+            .map(move |(i, b, at)| async move { (i, this.dispatch(&b, at).await) })
             .buffer_unordered(s.cfg.raw.parallel_batches)
             .collect()
             .await;

@@ -93,12 +93,22 @@ pub struct Shared {
     pub codec: Arc<Codec>,
     /// Batch records.
     pub batches: Arc<BatchCodec>,
-    /// Producer.
+    /// Producer (dead letters).
     pub producer: Producer,
-    /// Producer of batch records: one record per Kafka record batch, so a
-    /// consumer restarting from any committed offset can fetch it (tansu
-    /// 0.6 returns nothing for a fetch that starts inside a record batch).
-    pub batch_producer: Producer,
+    /// Transactional producer of the view loop: a launch's batch records
+    /// commit with the view's consumed offsets.
+    pub view_txn: Producer,
+    /// Transactional producer of the batch loop: a batch's outcome events
+    /// commit with the batch's consumed offset.
+    pub batch_txn: Producer,
+    /// Kafka bootstrap servers (committed-offset look-ups).
+    pub brokers: String,
+    /// librdkafka pass-through.
+    pub kafka: std::collections::BTreeMap<String, String>,
+    /// Consumer group of the view loop.
+    pub view_group: String,
+    /// Consumer group of the batch loop.
+    pub batch_group: String,
     /// Dead letters.
     pub dlq: DeadLetters,
     /// HTTP sender.
@@ -111,11 +121,56 @@ pub struct Shared {
     pub cfg: Arc<Checked>,
 }
 
+/// Where a record sits in its topic: what a plan or an outcome row keeps of
+/// the record that caused it, to tell later whether its transaction
+/// committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cause {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+}
+
 impl Shared {
+    /// Which of `causes` are committed in consumer group `group`: the group's
+    /// committed offset is past them, which a transactional loop only
+    /// commits together with what they caused (see
+    /// [`pushflow_runtime::kafka::admin::committed_offsets`]).
+    pub async fn committed(
+        &self,
+        group: &str,
+        causes: &[Cause],
+    ) -> Result<Vec<bool>, DispatchError> {
+        let mut parts: Vec<(String, i32)> = causes
+            .iter()
+            .map(|c| (c.topic.clone(), c.partition))
+            .collect();
+        parts.sort();
+        parts.dedup();
+        let (brokers, kafka, group) = (self.brokers.clone(), self.kafka.clone(), group.to_string());
+        let offsets = tokio::task::spawn_blocking(move || {
+            pushflow_runtime::kafka::admin::committed_offsets(&brokers, &kafka, &group, &parts)
+        })
+        .await
+        .map_err(|e| DispatchError::Config(format!("committed-offset look-up panicked: {e}")))??;
+        Ok(causes
+            .iter()
+            .map(|c| {
+                offsets
+                    .get(&(c.topic.clone(), c.partition))
+                    .is_some_and(|next| *next > c.offset)
+            })
+            .collect())
+    }
+
     /// Produces the events of decided outcomes (dispatched or failed, and
-    /// `subscription.expired` for push services' 404/410) and waits for
-    /// every acknowledgement. Event ids are deterministic, so a replay
-    /// after a crash re-sends the same events, never different ones.
+    /// `subscription.expired` for push services' 404/410) in the batch
+    /// loop's open transaction and waits for every acknowledgement. Event
+    /// ids are deterministic, so a replay after an aborted transaction
+    /// sends the same events, never different ones.
     pub async fn publish(&self, rows: &[OutcomeRow]) -> Result<(), DispatchError> {
         let mut sends = Vec::with_capacity(rows.len() + 8);
         for r in rows {
@@ -174,7 +229,7 @@ impl Shared {
         let n = sends.len() as u64;
         let futs = sends
             .iter()
-            .map(|(t, k, b)| self.producer.send(t, Some(k.as_bytes()), b, &[]));
+            .map(|(t, k, b)| self.batch_txn.send(t, Some(k.as_bytes()), b, &[]));
         for r in futures::future::join_all(futs).await {
             r?;
         }

@@ -15,7 +15,18 @@ use std::collections::HashMap;
 use std::time::Duration;
 use tokio_postgres::NoTls;
 
+use crate::shared::Cause;
 use crate::DispatchError;
+
+/// Where a launch's planning stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Launched, waiting for its campaign's content or for planning.
+    Waiting,
+    /// Planned in the transaction of this view record (`None`: planned
+    /// before transactions; committed).
+    Planned(Option<Cause>),
+}
 
 const SCHEMA_LOCK: i64 = 0x7075_7368_6469_7370;
 
@@ -63,6 +74,14 @@ CREATE TABLE IF NOT EXISTS dispatch.outcomes (
     published       boolean NOT NULL DEFAULT false
 );
 CREATE INDEX IF NOT EXISTS outcomes_campaign ON dispatch.outcomes (campaign_id);
+-- The batch record (partition, offset of dispatch.batches) whose transaction
+-- publishes an outcome's events, and the view record whose transaction
+-- wrote a launch's batches: committed once the group's offset is past it.
+ALTER TABLE dispatch.outcomes ADD COLUMN IF NOT EXISTS batch_partition integer NOT NULL DEFAULT -1;
+ALTER TABLE dispatch.outcomes ADD COLUMN IF NOT EXISTS batch_offset bigint NOT NULL DEFAULT -1;
+ALTER TABLE dispatch.launches ADD COLUMN IF NOT EXISTS plan_topic text;
+ALTER TABLE dispatch.launches ADD COLUMN IF NOT EXISTS plan_partition integer;
+ALTER TABLE dispatch.launches ADD COLUMN IF NOT EXISTS plan_offset bigint;
 "#;
 
 /// A subscription as the view holds it.
@@ -231,51 +250,71 @@ impl Store {
         }))
     }
 
-    /// Records a launch; returns whether it was already planned.
-    pub async fn launch(&self, campaign_id: &str, store_id: &str) -> Result<bool, DispatchError> {
-        let c = self.client().await?;
-        c.execute(
-            "INSERT INTO dispatch.launches (campaign_id, store_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            &[&campaign_id, &store_id],
-        )
-        .await
-        .map_err(db)?;
-        let row = c
-            .query_one(
-                "SELECT planned FROM dispatch.launches WHERE campaign_id = $1",
-                &[&campaign_id],
+    /// Records a launch (a repeated one changes nothing).
+    pub async fn launch(&self, campaign_id: &str, store_id: &str) -> Result<(), DispatchError> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO dispatch.launches (campaign_id, store_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&campaign_id, &store_id],
             )
             .await
             .map_err(db)?;
-        Ok(row.get(0))
+        Ok(())
     }
 
-    /// Launched campaigns among `ids` not yet planned.
-    pub async fn waiting_launches(&self, ids: &[String]) -> Result<Vec<String>, DispatchError> {
+    /// The plan state of the launched campaigns among `ids` (campaigns not
+    /// launched are absent).
+    pub async fn plans(&self, ids: &[String]) -> Result<HashMap<String, Plan>, DispatchError> {
         let rows = self
             .client()
             .await?
             .query(
-                "SELECT campaign_id FROM dispatch.launches WHERE NOT planned AND campaign_id = ANY($1)",
+                "SELECT campaign_id, planned, plan_topic, plan_partition, plan_offset
+                 FROM dispatch.launches WHERE campaign_id = ANY($1)",
                 &[&ids],
             )
             .await
             .map_err(db)?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let plan = match (r.get::<_, bool>(1), r.get::<_, Option<String>>(2)) {
+                    (false, _) => Plan::Waiting,
+                    (true, None) => Plan::Planned(None),
+                    (true, Some(topic)) => Plan::Planned(Some(Cause {
+                        topic,
+                        partition: r.get::<_, Option<i32>>(3).unwrap_or(-1),
+                        offset: r.get::<_, Option<i64>>(4).unwrap_or(-1),
+                    })),
+                };
+                (r.get(0), plan)
+            })
+            .collect())
     }
 
-    /// Marks a launch planned.
+    /// Marks a launch planned by the view record `cause`, whose transaction
+    /// holds the batch records.
     pub async fn planned(
         &self,
         campaign_id: &str,
         batches: i32,
         audience: i64,
+        cause: &Cause,
     ) -> Result<(), DispatchError> {
         self.client()
             .await?
             .execute(
-                "UPDATE dispatch.launches SET planned = true, batches = $2, audience = $3 WHERE campaign_id = $1",
-                &[&campaign_id, &batches, &audience],
+                "UPDATE dispatch.launches SET planned = true, batches = $2, audience = $3,
+                    plan_topic = $4, plan_partition = $5, plan_offset = $6 WHERE campaign_id = $1",
+                &[
+                    &campaign_id,
+                    &batches,
+                    &audience,
+                    &cause.topic,
+                    &cause.partition,
+                    &cause.offset,
+                ],
             )
             .await
             .map_err(db)?;

@@ -109,6 +109,41 @@ impl VapidKey {
     }
 }
 
+/// The variable holding the private key: base64url raw P-256 scalar.
+pub const PRIVATE_KEY_VAR: &str = "PUSHFLOW_VAPID_PRIVATE_KEY";
+/// The variable naming a file that holds what [`PRIVATE_KEY_VAR`] would
+/// (a Docker volume or secret), read at every start so the key pair, and
+/// with it every browser's subscription, survives restarts.
+pub const PRIVATE_KEY_FILE_VAR: &str = "PUSHFLOW_VAPID_PRIVATE_KEY_FILE";
+
+/// The private key the environment configures: [`PRIVATE_KEY_VAR`], or
+/// the file [`PRIVATE_KEY_FILE_VAR`] names (not both; empty counts as
+/// unset); `None` when neither is set. An error is (variable, what to fix).
+pub fn key_from_env(
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Option<VapidKey>, (String, String)> {
+    let set = |k: &str| env(k).filter(|v| !v.trim().is_empty());
+    let fail = |var: &str, m: String| (var.to_string(), m);
+    match (set(PRIVATE_KEY_VAR), set(PRIVATE_KEY_FILE_VAR)) {
+        (Some(_), Some(_)) => Err(fail(
+            PRIVATE_KEY_VAR,
+            format!("set {PRIVATE_KEY_VAR} or {PRIVATE_KEY_FILE_VAR}, not both"),
+        )),
+        (Some(raw), None) => VapidKey::from_base64url(&raw)
+            .map(Some)
+            .map_err(|e| fail(PRIVATE_KEY_VAR, e.to_string())),
+        (None, Some(path)) => {
+            let path = path.trim();
+            let raw = std::fs::read_to_string(path)
+                .map_err(|e| fail(PRIVATE_KEY_FILE_VAR, format!("cannot read {path}: {e}")))?;
+            VapidKey::from_base64url(&raw)
+                .map(Some)
+                .map_err(|e| fail(PRIVATE_KEY_FILE_VAR, format!("{path}: {e}")))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
 /// Per origin: the `Authorization` header and its JWT's expiry (Unix seconds).
 type Headers = HashMap<String, (Arc<str>, i64)>;
 
@@ -204,6 +239,50 @@ mod tests {
             VapidKey::from_pem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----")
                 .is_err()
         );
+    }
+
+    #[test]
+    fn the_key_comes_from_the_variable_or_the_file_it_names() {
+        let k = VapidKey::generate();
+        let path = std::env::temp_dir().join(format!("pushflow-vapid-{}", std::process::id()));
+        std::fs::write(&path, format!("{}\n", k.private_b64())).unwrap();
+        let path = path.to_str().unwrap().to_string();
+        let env = |pairs: Vec<(&'static str, String)>| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.clone())
+            }
+        };
+        let from_file = key_from_env(env(vec![(PRIVATE_KEY_FILE_VAR, path.clone())]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(from_file.public_b64, k.public_b64, "the same key pair");
+        let from_var = key_from_env(env(vec![(PRIVATE_KEY_VAR, k.private_b64())]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(from_var.public_b64, k.public_b64);
+        // Unset or empty: none configured (dispatch then makes a fresh one).
+        assert!(key_from_env(env(vec![])).unwrap().is_none());
+        assert!(key_from_env(env(vec![(PRIVATE_KEY_FILE_VAR, " ".into())]))
+            .unwrap()
+            .is_none());
+        // Mistakes name the variable.
+        let both = key_from_env(env(vec![
+            (PRIVATE_KEY_VAR, k.private_b64()),
+            (PRIVATE_KEY_FILE_VAR, path.clone()),
+        ]))
+        .unwrap_err();
+        assert!(both.1.contains("not both"), "{both:?}");
+        let missing =
+            key_from_env(env(vec![(PRIVATE_KEY_FILE_VAR, format!("{path}.absent"))])).unwrap_err();
+        assert_eq!(missing.0, PRIVATE_KEY_FILE_VAR);
+        assert!(missing.1.contains("cannot read"), "{missing:?}");
+        std::fs::write(&path, "not a key").unwrap();
+        let bad = key_from_env(env(vec![(PRIVATE_KEY_FILE_VAR, path.clone())])).unwrap_err();
+        assert_eq!(bad.0, PRIVATE_KEY_FILE_VAR);
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]

@@ -5,11 +5,14 @@
 //! A launch is planned once its content is known: if `campaign.launched`
 //! comes first, it waits in `dispatch.launches` until `campaign.created`
 //! arrives. Planning pages the store's active subscribers by keyset and
-//! writes `<campaign_id>:<batch_no>` records; it marks the launch planned
-//! only after the broker acknowledged every batch, so a crash mid-plan
-//! re-plans (the same batches, with the same record ids, for an unchanged
-//! audience; duplicates are harmless since outcomes are keyed by
-//! notification id).
+//! writes `<campaign_id>:<batch_no>` records into the view loop's Kafka
+//! transaction, which commits them with the view's consumed offsets
+//! ([`pushflow_runtime::kafka::run_consumer_transactional`]); the launch is
+//! marked planned naming the view record whose transaction that is. A crash
+//! mid-plan aborts the transaction, and the replayed record plans again
+//! (the same batches, with the same record ids); a launch seen again later
+//! (a repeated `campaign.launched`) is planned again only if that
+//! transaction never committed. So no batch record is on the topic twice.
 
 use async_trait::async_trait;
 use pushflow_runtime::kafka::{Durable, Handler, Record};
@@ -19,8 +22,10 @@ use pushflow_schemas::{
 };
 
 use crate::batch::DispatchBatch;
-use crate::shared::{derived_id, Shared};
+use crate::shared::{derived_id, Cause, Shared};
+use crate::store::Plan;
 use crate::DispatchError;
+use std::collections::BTreeMap;
 
 /// The view loop's handler.
 pub struct ViewHandler {
@@ -33,8 +38,13 @@ impl ViewHandler {
         self.shared.dlq.send(r, &e.to_string()).await
     }
 
-    /// Writes the batches of a launched campaign; returns how many.
-    pub async fn plan(&self, campaign: &CampaignCreated) -> Result<i32, DispatchError> {
+    /// Writes the batches of a launched campaign into the open transaction;
+    /// returns how many. `cause` is the view record that planned it.
+    pub async fn plan(
+        &self,
+        campaign: &CampaignCreated,
+        cause: &Cause,
+    ) -> Result<i32, DispatchError> {
         let s = &self.shared;
         let size = s.cfg.raw.batch_size;
         let mut after = String::new();
@@ -68,7 +78,7 @@ impl ViewHandler {
                 break;
             }
             let sends = pending.iter().map(|(k, b)| {
-                s.batch_producer
+                s.view_txn
                     .send(&s.topics.batches, Some(k.as_bytes()), b, &[])
             });
             for r in futures::future::join_all(sends).await {
@@ -76,7 +86,7 @@ impl ViewHandler {
             }
         }
         s.store
-            .planned(&campaign.campaign_id, batch_no, audience)
+            .planned(&campaign.campaign_id, batch_no, audience, cause)
             .await?;
         tracing::info!(component = %s.name, campaign_id = %campaign.campaign_id, store_id = %campaign.store_id, batches = batch_no, audience, "campaign planned");
         Ok(batch_no)
@@ -89,6 +99,11 @@ impl ViewHandler {
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for r in batch {
             let bytes = r.payload.as_deref().unwrap_or_default();
+            let cause = || Cause {
+                topic: r.topic.clone(),
+                partition: r.partition,
+                offset: r.offset,
+            };
             let decoded = if r.topic == t.subscription_created {
                 s.codec
                     .decode::<SubscriptionCreated>(bytes)
@@ -103,12 +118,12 @@ impl ViewHandler {
                 s.codec
                     .decode::<CampaignCreated>(bytes)
                     .await
-                    .map(|e| campaigns.push(e))
+                    .map(|e| campaigns.push((e, cause())))
             } else if r.topic == t.campaign_launched {
                 s.codec
                     .decode::<CampaignLaunched>(bytes)
                     .await
-                    .map(|e| launches.push(e))
+                    .map(|e| launches.push((e, cause())))
             } else {
                 Ok(())
             };
@@ -124,26 +139,42 @@ impl ViewHandler {
         if !expired.is_empty() {
             s.store.expire_subscriptions(&expired).await?;
         }
-        for c in &campaigns {
+        for (c, _) in &campaigns {
             s.store.add_campaign(c).await?;
         }
-        let ids: Vec<String> = campaigns.iter().map(|c| c.campaign_id.clone()).collect();
-        let mut to_plan = if ids.is_empty() {
-            Vec::new()
-        } else {
-            s.store.waiting_launches(&ids).await?
-        };
-        for l in &launches {
-            if !s.store.launch(&l.campaign_id, &l.store_id).await? {
-                to_plan.push(l.campaign_id.clone());
-            }
+        for (l, _) in &launches {
+            s.store.launch(&l.campaign_id, &l.store_id).await?;
         }
-        to_plan.sort();
-        to_plan.dedup();
-        for id in to_plan {
+        // Each campaign whose content or launch came in this batch, with
+        // the last record that names it (any of them commits with the plan).
+        let mut touched: BTreeMap<String, Cause> = BTreeMap::new();
+        for (c, cause) in &campaigns {
+            touched.insert(c.campaign_id.clone(), cause.clone());
+        }
+        for (l, cause) in &launches {
+            touched.insert(l.campaign_id.clone(), cause.clone());
+        }
+        if touched.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = touched.keys().cloned().collect();
+        let plans = s.store.plans(&ids).await?;
+        for (id, cause) in touched {
+            let plan_now = match plans.get(&id) {
+                None => false, // not launched yet
+                Some(Plan::Waiting) => true,
+                Some(Plan::Planned(None)) => false,
+                Some(Plan::Planned(Some(by))) if *by == cause => true, // its transaction aborted
+                Some(Plan::Planned(Some(by))) => {
+                    !s.committed(&s.view_group, std::slice::from_ref(by)).await?[0]
+                }
+            };
+            if !plan_now {
+                continue;
+            }
             match s.store.campaign(&id).await? {
                 Some(c) => {
-                    self.plan(&c).await?;
+                    self.plan(&c, &cause).await?;
                 }
                 None => {
                     tracing::info!(component = %s.name, campaign_id = %id, "launch waits for campaign.created")

@@ -1,7 +1,9 @@
 //! kill -9 mid-campaign: dispatch runs in a child process (this test
-//! binary re-executed), is killed with SIGKILL while pushes are in flight,
+//! binary re-executed), is killed with SIGKILL while pushes are in flight
+//! (inside an open transaction, with multi-record producer batches),
 //! restarted, and the campaign completes with exactly one outcome per
-//! subscriber; only sends whose outcome was not yet recorded repeat.
+//! subscriber and no event_id twice on any output topic; only sends whose
+//! outcome was not yet recorded repeat.
 
 mod common;
 
@@ -161,6 +163,36 @@ async fn survives_kill_9_mid_campaign() {
     assert!(
         events.values().all(|ids| ids.len() == 1),
         "a notification got two different outcomes"
+    );
+
+    // Every event once: no event_id twice on any output topic (the internal
+    // batches included), counted by an independent client that reads only
+    // committed transactions, and none twice in what the collector saw.
+    let t = Topics::prefixed(&env.prefix);
+    let outputs = [
+        &t.dispatched,
+        &t.failed,
+        &t.subscription_expired,
+        &t.batches,
+    ];
+    let brokers = pushflow_testkit::brokers();
+    let mut args = vec![brokers.as_str(), env.registry.as_str()];
+    args.extend(outputs.iter().map(|s| s.as_str()));
+    let counted: serde_json::Value =
+        serde_json::from_str(&pushflow_testkit::python("event_ids.py", &args)).unwrap();
+    eprintln!("event ids on the output topics: {counted}");
+    for topic in outputs {
+        let c = &counted[topic.as_str()];
+        assert_eq!(
+            c["records"], c["distinct_event_ids"],
+            "{topic} holds an event_id twice: {c}"
+        );
+    }
+    assert_eq!(counted[t.dispatched.as_str()]["records"], 2000);
+    let mut seen = HashSet::new();
+    assert!(
+        dispatched.iter().all(|d| seen.insert(d.event_id.clone())),
+        "the collector read a notification.dispatched event twice"
     );
 
     // Nobody got the notification twice, except sends in flight at the kill

@@ -51,8 +51,20 @@ async fn two_instances_share_one_campaign() {
     );
     env.wait_active(&store_id, 1200, Duration::from_secs(60))
         .await;
-    // Let the group settle with both members before the launch.
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    // Both members hold batch partitions before the launch (the broker's
+    // own view of the group, not a fixed wait).
+    let batches_group = format!("{group}-batches");
+    tokio::task::spawn_blocking(move || {
+        pushflow_testkit::wait_group_stable(
+            &pushflow_testkit::brokers(),
+            &batches_group,
+            2,
+            6,
+            Duration::from_secs(60),
+        )
+    })
+    .await
+    .unwrap();
     let campaign = env.launch(&store_id).await;
     out.wait_decided(&campaign.campaign_id, 1200, Duration::from_secs(120))
         .await;

@@ -252,7 +252,9 @@ async fn vapid_key(State(s): State<Arc<AppState>>) -> Result<Json<serde_json::Va
         Some(k) => Ok(Json(json!({"public_key": k}))),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            "no VAPID public key configured (set PUSHFLOW_VAPID_PUBLIC_KEY or `vapid_public_key`)",
+            "no VAPID public key configured: give ingest dispatch's private key \
+             (PUSHFLOW_VAPID_PRIVATE_KEY or PUSHFLOW_VAPID_PRIVATE_KEY_FILE) or the public \
+             key (PUSHFLOW_VAPID_PUBLIC_KEY or `vapid_public_key`)",
         )),
     }
 }

@@ -26,8 +26,9 @@ pub struct IngestComponent {
     registry_url: String,
 }
 
-/// Checks an `ingest` entry without I/O (settings, tokens, ping keys,
-/// outputs) and returns it ready to run, or (field, message).
+/// Checks an `ingest` entry without network I/O (settings, tokens, ping
+/// keys, the VAPID key, outputs) and returns it ready to run, or (field,
+/// message).
 pub fn validate(
     spec: &ComponentSpec,
     t: &Topology,

@@ -1,5 +1,6 @@
 //! What `topology.yaml` says about an `ingest` component, checked without
-//! I/O into an [`IngestConfig`].
+//! network I/O into an [`IngestConfig`] (the one file read is the VAPID
+//! key file, [`crate::vapid`]).
 //!
 //! ```yaml
 //! - name: ingest
@@ -60,7 +61,9 @@ pub struct IngestSettings {
     #[serde(default = "default_produce_timeout")]
     pub produce_timeout: String,
     /// The VAPID public key served at `/v1/vapid-public-key`
-    /// (`PUSHFLOW_VAPID_PUBLIC_KEY` overrides it).
+    /// (`PUSHFLOW_VAPID_PUBLIC_KEY` overrides it). Unneeded when ingest
+    /// sees dispatch's private key, which it is then derived from
+    /// ([`crate::vapid::public_key`]).
     #[serde(default)]
     pub vapid_public_key: Option<String>,
 }
@@ -168,8 +171,8 @@ impl IngestSettings {
             .map_err(|e| IngestError::config("settings", e.to_string()))
     }
 
-    /// Checks the settings, applying `PUSHFLOW_INGEST_TOKENS` and
-    /// `PUSHFLOW_VAPID_PUBLIC_KEY` from `env`.
+    /// Checks the settings, applying `PUSHFLOW_INGEST_TOKENS` and the
+    /// VAPID variables ([`crate::vapid::public_key`]) from `env`.
     pub fn validate(
         &self,
         env: impl Fn(&str) -> Option<String>,
@@ -247,9 +250,7 @@ impl IngestSettings {
                     .map_err(|e| IngestError::config(&format!("trusted_proxies[{i}]"), e))?,
             );
         }
-        let vapid_public_key = env("PUSHFLOW_VAPID_PUBLIC_KEY")
-            .filter(|s| !s.trim().is_empty())
-            .or_else(|| self.vapid_public_key.clone());
+        let vapid_public_key = crate::vapid::public_key(&env, self.vapid_public_key.as_deref())?;
         Ok(IngestConfig {
             max_body,
             tokens,

@@ -28,6 +28,7 @@ mod error;
 pub mod pings;
 pub mod ratelimit;
 pub mod records;
+pub mod vapid;
 
 pub use app::{router, Deps};
 pub use assets::{SUBSCRIBE_JS, SW_JS};

@@ -1,7 +1,9 @@
 """Parses the output of `pushflow lake ddl` (on stdin) back with sqlglot:
 the Athena statements with the athena dialect, the Trino ones with trino.
 
-Prints JSON: {"athena": [[table, location, partitions, properties]], "trino": [[table, location, partitioned_by]]}.
+Prints JSON: {"athena": [[table, properties, columns]], "trino": [[table, properties, columns]],
+"trino_schemas": [[catalog, schema]], "trino_calls": [procedure call]} (the Trino part's
+CREATE SCHEMA and CALL statements, in order, beside its tables).
 """
 import json
 import sys
@@ -28,7 +30,7 @@ def props(create, dialect):
 
 text = sys.stdin.read()
 athena_part, trino_part = text.split("-- Trino", 1)
-result = {"athena": [], "trino": []}
+result = {"athena": [], "trino": [], "trino_schemas": [], "trino_calls": []}
 for stmt in sqlglot.parse(athena_part, read="athena"):
     if stmt is None:
         continue
@@ -39,7 +41,13 @@ for stmt in sqlglot.parse(athena_part, read="athena"):
 for stmt in sqlglot.parse("--" + trino_part, read="trino"):
     if stmt is None:
         continue
+    if isinstance(stmt, exp.Command) and stmt.this.upper() == "CALL":
+        result["trino_calls"].append(stmt.expression.name)
+        continue
     assert isinstance(stmt, exp.Create), stmt
+    if stmt.args.get("kind") == "SCHEMA":
+        result["trino_schemas"].append([stmt.this.catalog, stmt.this.db])
+        continue
     ps = props(stmt, "trino")
     cols = [c.name for c in stmt.this.expressions]
     result["trino"].append([stmt.this.this.name, ps, cols])

@@ -249,16 +249,7 @@ fn trino_statements(ddl: &str) -> Vec<String> {
     let start = ddl
         .find("\n-- Trino")
         .unwrap_or_else(|| panic!("no `-- Trino` section in:\n{ddl}"));
-    let text: String = ddl[start..]
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("--"))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    text.split(";\n")
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-        .collect()
+    pushflow_s3_parquet::ddl::statements(&ddl[start..])
 }
 
 fn int(v: &Value) -> i64 {

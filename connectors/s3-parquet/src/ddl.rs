@@ -209,6 +209,22 @@ pub fn ddl(topics: &[String], location: &str) -> Result<String, LakeError> {
     Ok(out)
 }
 
+/// The statements of a script such as [`ddl`] prints, in order: comment
+/// lines dropped, split at a `;` that ends a line (how a client that sends
+/// one statement at a time, such as Trino's HTTP API, runs it).
+pub fn statements(script: &str) -> Vec<String> {
+    let text: String = script
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    text.split(";\n")
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,21 +243,6 @@ mod tests {
         let tr = trino(t, "s3://lake/prod", "lake", "pushflow").unwrap();
         assert!(tr.contains("partitioned_by = ARRAY['dt', 'hour']"), "{tr}");
         assert!(tr.trim_end().ends_with(");"));
-    }
-
-    /// The statements of a script: comment lines dropped, split at `;`
-    /// ending a line.
-    fn statements(script: &str) -> Vec<String> {
-        let text: String = script
-            .lines()
-            .filter(|l| !l.trim_start().starts_with("--"))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        text.split(";\n")
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .collect()
     }
 
     #[test]

@@ -2,7 +2,6 @@
 //! subscription view, push-sim's inbox, the billing view, the lake, the
 //! dead-letter topics.
 
-use arrow::array::{Array, Int64Array};
 use indicatif::ProgressBar;
 use pushflow_aggregate::billing::BillingRow;
 use pushflow_s3_parquet::Lake;
@@ -188,7 +187,26 @@ pub struct LakeCounts {
     pub sql: String,
 }
 
+/// The demo checks the lake with SQL (DataFusion): a build without the
+/// `query` feature refuses to start it rather than skip the check.
+pub fn require_query() -> Result<(), Failure> {
+    match cfg!(feature = "query") {
+        true => Ok(()),
+        false => Err(Failure::Config(format!(
+            "the demo checks the lake with SQL: {}",
+            pushflow_s3_parquet::cli::WITHOUT_QUERY
+        ))),
+    }
+}
+
+#[cfg(not(feature = "query"))]
+async fn scalar(_lake: &Lake, _sql: &str) -> Result<u64, Failure> {
+    require_query().map(|()| 0)
+}
+
+#[cfg(feature = "query")]
 async fn scalar(lake: &Lake, sql: &str) -> Result<u64, Failure> {
+    use arrow::array::{Array, Int64Array};
     let batches = pushflow_s3_parquet::query::query(lake, sql)
         .await
         .map_err(|e| Failure::Other(e.into()))?;

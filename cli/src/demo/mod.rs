@@ -106,6 +106,7 @@ impl Phases {
 
 /// `pushflow demo`.
 pub async fn run(path: &Path, args: &DemoArgs) -> Result<(), Failure> {
+    checks::require_query()?;
     check_args(args)?;
     let started = Instant::now();
     let (topology, components) = setup::prepare(path)?;

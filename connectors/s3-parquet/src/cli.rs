@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use pushflow_runtime::topology::Topology;
 use std::path::Path;
 
-use crate::query::Format;
+use crate::format::Format;
 use crate::LakeError;
 
 /// `pushflow lake …`
@@ -106,11 +106,24 @@ pub async fn lake(path: &Path, cmd: &LakeCommand) -> Result<(), LakeError> {
 }
 
 /// Runs `pushflow query`, printing the result.
+#[cfg(feature = "query")]
 pub async fn query(path: &Path, args: &QueryArgs) -> Result<(), LakeError> {
     let url = args.lake.clone().unwrap_or_else(|| lake_url(path));
     println!("{}", crate::query::run(&url, &args.sql, args.format).await?);
     Ok(())
 }
+
+/// `pushflow query` in a build without DataFusion: says how to get it.
+#[cfg(not(feature = "query"))]
+pub async fn query(_path: &Path, _args: &QueryArgs) -> Result<(), LakeError> {
+    Err(LakeError::Config(WITHOUT_QUERY.into()))
+}
+
+/// What a build without the `query` feature answers to `pushflow query`.
+pub const WITHOUT_QUERY: &str = "this pushflow was built without the `query` feature \
+     (DataFusion; scripts/up leaves it out to build faster): build it with \
+     `cargo build --release --bin pushflow` (default features), or query the \
+     lake with Trino, Athena or duckdb (see `pushflow lake ddl`)";
 
 /// Runs `pushflow bench sink`.
 pub async fn bench(path: &Path, args: &BenchArgs) -> Result<(), LakeError> {

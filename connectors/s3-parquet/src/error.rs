@@ -19,6 +19,7 @@ pub enum LakeError {
     #[error("parquet: {0}")]
     Parquet(#[from] parquet::errors::ParquetError),
     /// A query failed (bad SQL, unknown table or column).
+    #[cfg(feature = "query")]
     #[error("query: {0}")]
     Query(#[from] datafusion::error::DataFusionError),
     /// The schema registry or the broker failed.

@@ -1,7 +1,7 @@
 //! The audit lake: the exactly-once Parquet sink (`s3-parquet`), its
 //! layout, the Athena / Trino DDL (`pushflow lake ddl`), SQL over the lake
-//! with DataFusion (`pushflow query`) and the sink benchmark
-//! (`pushflow bench sink`).
+//! with DataFusion (`pushflow query`, feature `query`, on by default) and
+//! the sink benchmark (`pushflow bench sink`).
 //!
 //! Guarantee: every record of the input topics lands in exactly one
 //! Parquet file of `<lake>/events/<table>/dt=…/hour=…/`, or in
@@ -14,7 +14,9 @@ pub mod columns;
 pub mod ddl;
 pub mod decode;
 mod error;
+pub mod format;
 pub mod lake;
+#[cfg(feature = "query")]
 pub mod query;
 pub mod sink;
 

@@ -20,33 +20,11 @@ use object_store::path::Path;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+pub use crate::format::Format;
+
 use crate::columns::Layout;
 use crate::lake::{table_name, Lake};
 use crate::LakeError;
-
-/// How `pushflow query` prints results.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Format {
-    /// An ASCII table.
-    #[default]
-    Table,
-    /// CSV with a header line.
-    Csv,
-    /// A JSON array of objects.
-    Json,
-}
-
-impl std::str::FromStr for Format {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "table" => Ok(Format::Table),
-            "csv" => Ok(Format::Csv),
-            "json" => Ok(Format::Json),
-            other => Err(format!("unknown format {other:?}: use table, csv or json")),
-        }
-    }
-}
 
 fn partition_cols() -> Vec<(String, DataType)> {
     vec![

@@ -1,6 +1,7 @@
 //! kill -9 in the middle of a run: after a restart the lake holds every
 //! record exactly once (no duplicate, no gap). The sink runs in a child
 //! process (this test binary re-executed), so the kill is a real one.
+#![cfg(feature = "query")]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Schema evolution: a topic's schema gains an optional field; new files
 //! carry the new column, old files stay readable, and one DataFusion query
 //! reads both (the old rows' values are null).
+#![cfg(feature = "query")]
 
 mod common;
 

@@ -67,6 +67,8 @@ pub struct Layout {
     pub schema: SchemaRef,
     /// Index of `occurred_at` (the partitioning event time), if present.
     pub event_time: Option<usize>,
+    /// Index of `event_id` (what the lake holds once), if present.
+    pub event_id: Option<usize>,
 }
 
 fn kind_of(schema: &Schema) -> (Kind, bool) {
@@ -136,10 +138,12 @@ impl Layout {
             .map(|c| Field::new(&c.name, data_type(c.kind), c.nullable))
             .collect();
         let event_time = columns.iter().position(|c| c.name == "occurred_at");
+        let event_id = columns.iter().position(|c| c.name == "event_id");
         Ok(Layout {
             columns,
             schema: Arc::new(ArrowSchema::new(fields)),
             event_time,
+            event_id,
         })
     }
 }

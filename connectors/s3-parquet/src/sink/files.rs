@@ -52,6 +52,25 @@ impl Row<'_, '_> {
     }
 }
 
+impl Row<'_, '_> {
+    /// The key of the record's `event_id` (see [`super::ids`]), if it has one.
+    pub(super) fn event_key(&self, layout: &Layout) -> Option<u128> {
+        let i = layout.event_id?;
+        match self {
+            Row::Cells(_, cells) => match cells.get(i)? {
+                Cell::Uuid(u) => Some(u.as_u128()),
+                Cell::Str(s) => Some(super::ids::key_of(s)),
+                _ => None,
+            },
+            Row::Value(v) => match record_field(v, i)? {
+                Value::Uuid(u) => Some(u.as_u128()),
+                Value::String(s) => Some(super::ids::key_of(s)),
+                _ => None,
+            },
+        }
+    }
+}
+
 fn record_field(v: &Value, i: usize) -> Option<&Value> {
     match v {
         Value::Record(fields) => fields.get(i).map(|(_, v)| match v {

@@ -5,13 +5,15 @@
 //! written (a PUT, or a completed multipart upload, both atomic). A crash
 //! replays the uncommitted records; the replay skips what the lake already
 //! holds (see [`writer`]), so the lake never has a duplicate row, a missing
-//! row or a partial file. A record that cannot be decoded goes to
+//! row or a partial file; a second copy of an event a producer sent twice
+//! (same `event_id`) is dropped too (see [`ids`]). A record that cannot be decoded goes to
 //! `<topic>.dlq` and the sink goes on; a failing object store makes the
 //! batch fail with a retryable error, which the consumer loop retries with
 //! backoff, committing nothing it has not written.
 
 pub mod config;
 mod files;
+mod ids;
 pub mod writer;
 
 #[cfg(test)]
@@ -21,6 +23,7 @@ use async_trait::async_trait;
 use pushflow_runtime::codec::RegistryResolver;
 use pushflow_runtime::component::{Component, Context};
 use pushflow_runtime::kafka::{run_consumer, ConsumerSettings, DeadLetters, Producer};
+use pushflow_runtime::probe::{Dependency, Probe};
 use pushflow_runtime::topology::{ComponentSpec, Topology};
 use pushflow_runtime::RuntimeError;
 use std::sync::Arc;
@@ -30,6 +33,28 @@ pub use config::{Settings, SinkConfig};
 pub use writer::{SinkHandler, Stats};
 
 use crate::lake::Lake;
+
+/// The lake's object store answers: a listing of the lake's root (an
+/// empty listing is fine; a missing bucket or refused connection is not).
+struct LakeProbe {
+    lake: Lake,
+}
+
+#[async_trait]
+impl Probe for LakeProbe {
+    fn name(&self) -> &str {
+        "object-store"
+    }
+
+    async fn check(&mut self) -> Result<(), String> {
+        self.lake
+            .store
+            .list_with_delimiter(None)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("object store {} unreachable: {e}", self.lake.url))
+    }
+}
 
 /// The validated component.
 pub struct S3ParquetSink {
@@ -135,6 +160,7 @@ impl Component for S3ParquetSink {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         let lake = Lake::open(&url, &options).map_err(|e| e.into_runtime(&name))?;
+        let lake_for_probe = lake.clone();
         let resolver = Arc::new(RegistryResolver::new(&services.registry_url)?);
         let producer = Producer::new(
             &services.brokers,
@@ -154,6 +180,13 @@ impl Component for S3ParquetSink {
         cs.max_batch = self.settings.max_batch;
         cs.max_wait = Duration::from_millis(100);
         ctx.health.ok(&name);
+        ctx.watch(vec![
+            Dependency::Broker,
+            Dependency::Registry,
+            Dependency::Other(Box::new(LakeProbe {
+                lake: lake_for_probe,
+            })),
+        ]);
         tracing::info!(component = %name, lake = %url, topics = ?self.topics, "writing the lake");
         run_consumer(&cs, &mut handler, ctx.shutdown.clone()).await
     }

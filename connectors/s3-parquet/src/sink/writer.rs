@@ -23,12 +23,18 @@
 //!
 //! The offset reported durable for a partition is the first offset still
 //! buffered (or not yet uploaded), so nothing is committed before its file.
+//!
+//! Each event once: the listing of an hour also reads back the `event_id`
+//! column of the partition's files there; a record whose id the lake
+//! already holds (in its hour or the one before) is dropped and counted
+//! (`pushflow_lake_duplicates_dropped_total`), see [`super::ids`].
 
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value;
 use apache_avro::Schema;
 use async_trait::async_trait;
 use futures::TryStreamExt;
+use object_store::path::Path;
 use pushflow_runtime::codec::{wire, CodecError, SchemaResolver};
 use pushflow_runtime::kafka::{DeadLetters, Durable, Handler, Position, Record};
 use pushflow_runtime::RuntimeError;
@@ -39,6 +45,7 @@ use std::time::Instant;
 
 use super::config::Settings;
 use super::files::{BucketKey, OpenFile, Row, Sealed, Upload, HOUR_MS};
+use super::ids::{read_back, EventIds};
 use crate::columns::Layout;
 use crate::decode::{recycle, Cell, Decoder};
 use crate::lake::{bucket_of, partition_dir, table_name, FileName, Lake};
@@ -57,6 +64,9 @@ pub struct Stats {
     pub dead_letters: AtomicU64,
     /// Replayed records skipped because a file already holds them.
     pub skipped: AtomicU64,
+    /// Records dropped because the lake already holds their `event_id`
+    /// (a producer sent the event twice).
+    pub duplicates: AtomicU64,
     /// Files uploaded as multipart uploads (also in `files_written`).
     pub multipart_files: AtomicU64,
     /// Upload attempts that failed (the store was unreachable or failing;
@@ -79,6 +89,33 @@ struct PartState {
     /// Highest last offset in the lake per bucket (after listing).
     written: HashMap<BucketKey, i64>,
     listed: HashSet<i64>,
+    /// The event ids in the lake (or buffered for it) per listed hour.
+    ids: EventIds,
+    /// When each listed hour was last written or checked.
+    touched: HashMap<i64, Instant>,
+}
+
+/// A listed hour untouched this long, with nothing of it buffered, is
+/// forgotten (its offsets and ids are read again if it comes back).
+const HOUR_IDLE: std::time::Duration = std::time::Duration::from_secs(600);
+
+impl PartState {
+    /// Forgets the hours untouched for [`HOUR_IDLE`] of which nothing is
+    /// buffered (`busy`: hours with an open or sealed, unwritten file).
+    fn forget_idle_hours(&mut self, busy: &HashSet<i64>) {
+        let idle: Vec<i64> = self
+            .touched
+            .iter()
+            .filter(|(h, at)| at.elapsed() >= HOUR_IDLE && !busy.contains(*h))
+            .map(|(h, _)| *h)
+            .collect();
+        for h in idle {
+            self.touched.remove(&h);
+            self.listed.remove(&h);
+            self.written.retain(|k, _| k.0 != h);
+            self.ids.forget(h);
+        }
+    }
 }
 
 /// The Parquet sink's consumer-loop handler.
@@ -94,6 +131,8 @@ pub struct SinkHandler {
     stats: Arc<Stats>,
     /// The decoder's cell buffer, kept between records.
     cells: Vec<Cell<'static>>,
+    /// The time the current batch or tick started.
+    now: Instant,
 }
 
 impl SinkHandler {
@@ -117,6 +156,7 @@ impl SinkHandler {
             sealed: VecDeque::new(),
             stats: Arc::new(Stats::default()),
             cells: Vec::new(),
+            now: Instant::now(),
         }
     }
 
@@ -164,7 +204,8 @@ impl SinkHandler {
         Ok(())
     }
 
-    /// Highest last offset of this partition's files in the bucket's folder.
+    /// Highest last offset of this partition's files in the bucket's
+    /// folder, and the event ids they hold.
     async fn load_written(
         &mut self,
         topic: &str,
@@ -173,29 +214,39 @@ impl SinkHandler {
     ) -> Result<(), LakeError> {
         let (dt, hour) = bucket_of(hour_index * HOUR_MS);
         let dir = partition_dir(&table_name(topic), &dt, hour);
-        let found: Vec<FileName> = self
+        let found: Vec<(FileName, Path, u64)> = self
             .lake
             .store
             .list(Some(&dir))
-            .try_filter_map(|m| async move { Ok(m.location.filename().and_then(FileName::parse)) })
+            .try_filter_map(|m| async move {
+                Ok(m.location
+                    .filename()
+                    .and_then(FileName::parse)
+                    .filter(|f| f.topic == topic && f.partition == partition)
+                    .map(|f| (f, m.location.clone(), m.size)))
+            })
             .try_collect()
             .await?;
+        let files = found
+            .iter()
+            .map(|(_, p, size)| (p.clone(), *size))
+            .collect();
+        let ids = read_back(&self.lake.store, files).await?;
         let st = self
             .parts
             .entry((topic.to_string(), partition))
             .or_default();
-        for f in found
-            .into_iter()
-            .filter(|f| f.topic == topic && f.partition == partition)
-        {
+        for (f, _, _) in found {
             let e = st
                 .written
                 .entry((hour_index, f.schema_id))
                 .or_insert(f.last);
             *e = (*e).max(f.last);
         }
+        let n = ids.len();
+        st.ids.extend(hour_index, ids);
         st.listed.insert(hour_index);
-        tracing::debug!(component = %self.component, topic, partition, dt, hour, written = ?st.written, "bucket listed");
+        tracing::debug!(component = %self.component, topic, partition, dt, hour, written = ?st.written, ids = n, "bucket listed");
         Ok(())
     }
 
@@ -260,6 +311,28 @@ impl SinkHandler {
             self.seal(f)?;
         }
         Ok(())
+    }
+
+    /// Forgets idle hours of every partition (bounds the memory of the
+    /// event-id index; see [`PartState::forget_idle_hours`]).
+    fn forget_idle_hours(&mut self) {
+        for ((topic, partition), st) in self.parts.iter_mut() {
+            let busy: HashSet<i64> = st
+                .open
+                .keys()
+                .map(|k| k.0)
+                .chain(
+                    self.sealed
+                        .iter()
+                        .filter(|s| s.name.partition == *partition && s.name.topic == *topic)
+                        .map(|s| s.key.0),
+                )
+                .collect();
+            st.forget_idle_hours(&busy);
+        }
+        let held: usize = self.parts.values().map(|st| st.ids.len()).sum();
+        metrics::gauge!("pushflow_lake_event_ids_held", "component" => self.component.clone())
+            .set(held as f64);
     }
 
     /// The durable position of every partition seen.
@@ -375,14 +448,30 @@ impl SinkHandler {
             return self.skip(r, why).await;
         };
         let hour_index = event_ms.div_euclid(HOUR_MS);
-        if !self.parts[&key].listed.contains(&hour_index) {
-            self.load_written(&r.topic, r.partition, hour_index).await?;
+        // This hour and the one before: a copy of an event may come an
+        // hour later in event time (see `ids`).
+        for h in [hour_index - 1, hour_index] {
+            if !self.parts[&key].listed.contains(&h) {
+                self.load_written(&r.topic, r.partition, h).await?;
+            }
         }
         let bkey: BucketKey = (hour_index, id);
+        let event_key = row.event_key(&w.layout);
         let st = self.parts.get_mut(&key).expect("inserted");
+        let now = self.now;
+        st.touched.insert(hour_index - 1, now);
+        st.touched.insert(hour_index, now);
         if st.written.get(&bkey).is_some_and(|last| r.offset <= *last) {
             st.seen = r.offset + 1;
             self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        if event_key.is_some_and(|k| st.ids.holds(hour_index, k)) {
+            st.seen = r.offset + 1;
+            self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("pushflow_lake_duplicates_dropped_total", "component" => self.component.clone())
+                .increment(1);
+            tracing::debug!(component = %self.component, topic = %r.topic, partition = r.partition, offset = r.offset, "dropped a second copy of an event");
             return Ok(());
         }
         let s = &self.settings;
@@ -406,12 +495,17 @@ impl SinkHandler {
         }
         let st = self.parts.get_mut(&key).expect("inserted");
         let f = st.open.get_mut(&bkey).expect("inserted");
-        if let Err(e) = f.append(row, r.offset) {
-            if !matches!(e, LakeError::Schema(_)) {
-                return Err(e);
+        match f.append(row, r.offset) {
+            Ok(()) => {
+                if let Some(k) = event_key {
+                    st.ids.insert(hour_index, k);
+                }
             }
-            self.dead_letter(r, &format!("does not fit the Parquet columns: {e}"))
-                .await?;
+            Err(e) if matches!(e, LakeError::Schema(_)) => {
+                self.dead_letter(r, &format!("does not fit the Parquet columns: {e}"))
+                    .await?;
+            }
+            Err(e) => return Err(e),
         }
         self.parts.get_mut(&key).expect("inserted").seen = r.offset + 1;
         Ok(())
@@ -450,6 +544,7 @@ impl Handler for SinkHandler {
     }
 
     async fn process(&mut self, batch: Vec<Record>) -> Result<Durable, RuntimeError> {
+        self.now = Instant::now();
         self.stats
             .records_in
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -464,6 +559,8 @@ impl Handler for SinkHandler {
     async fn tick(&mut self) -> Result<Durable, RuntimeError> {
         // The loop does not retry tick errors: a failing store is logged
         // here and retried at the next tick; nothing unwritten is reported.
+        self.now = Instant::now();
+        self.forget_idle_hours();
         let result = match self.seal_idle(false) {
             Ok(()) => self.upload_sealed().await,
             Err(e) => Err(e),

@@ -40,7 +40,16 @@ pub const CATALOGUE: [Topic; 8] = [
     topic!("notification.clicked", "notification_id"),
 ];
 
+/// The billable topics: they enter only as signed pings (`/v1/pings`),
+/// never through `/v1/events` (DESIGN.md).
+pub const BILLABLE: [&str; 2] = ["notification.delivered", "notification.clicked"];
+
 impl Topic {
+    /// Whether records of this topic are billed (see [`BILLABLE`]).
+    pub fn is_billable(&self) -> bool {
+        BILLABLE.contains(&self.name)
+    }
+
     /// Finds a catalogue topic by name.
     pub fn by_name(name: &str) -> Option<&'static Topic> {
         CATALOGUE.iter().find(|t| t.name == name)

@@ -270,10 +270,11 @@ async fn events(
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
+    // `None`: anonymous (no token configured, `allow_anonymous`).
     let scope = if s.cfg.tokens.is_empty() && s.cfg.allow_anonymous {
-        Ok("anonymous")
+        Ok(None)
     } else {
-        s.cfg.tokens.check(auth, &topic_name)
+        s.cfg.tokens.check(auth, &topic_name).map(Some)
     };
     if let Err(e @ (AuthError::Missing | AuthError::Invalid)) = &scope {
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()));
@@ -288,7 +289,19 @@ async fn events(
             ),
         )
     })?;
-    let client = scope.map_err(|e| ApiError::new(StatusCode::FORBIDDEN, e.to_string()))?;
+    if topic.is_billable() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{} is billable and enters only as signed pings: the service worker posts \
+                 POST /v1/pings {{\"type\": \"delivered\"|\"clicked\", \"token\": <ping_token>}}; \
+                 /v1/events refuses it for every token",
+                topic.name
+            ),
+        ));
+    }
+    let token = scope.map_err(|e| ApiError::new(StatusCode::FORBIDDEN, e.to_string()))?;
+    let client = token.map_or("anonymous", |t| t.name());
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -306,6 +319,10 @@ async fn events(
     for (i, r) in records.into_iter().enumerate() {
         let p = prepare(topic, r, now)
             .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, format!("record {i}: {m}")))?;
+        if let Some(t) = token {
+            t.check_store(&p.store_id)
+                .map_err(|e| ApiError::new(StatusCode::FORBIDDEN, format!("record {i}: {e}")))?;
+        }
         prepared.push(p);
     }
     let mut encoded = Vec::with_capacity(prepared.len());

@@ -1,4 +1,4 @@
-//! Bearer tokens for `/v1/events`, scoped to topics.
+//! Bearer tokens for `/v1/events`, scoped to topics and to stores.
 //!
 //! Tokens are kept only as SHA-256 hashes; a presented token is hashed and
 //! compared against every configured hash in constant time (no early exit),
@@ -34,6 +34,8 @@ pub struct TokenEntry {
     hash: [u8; 32],
     /// `None` = every topic.
     topics: Option<Vec<String>>,
+    /// `None` = every store.
+    stores: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for TokenEntry {
@@ -41,16 +43,18 @@ impl std::fmt::Debug for TokenEntry {
         f.debug_struct("TokenEntry")
             .field("name", &self.name)
             .field("topics", &self.topics)
+            .field("stores", &self.stores)
             .finish_non_exhaustive()
     }
 }
 
 impl TokenEntry {
-    /// A token from its hex hash.
+    /// A token from its hex hash; `stores` empty or `["*"]`: every store.
     pub fn from_hash(
         name: &str,
         sha256_hex: &str,
         topics: &[String],
+        stores: &[String],
     ) -> Result<TokenEntry, String> {
         let hash = unhex(&sha256_hex.to_ascii_lowercase()).ok_or_else(|| {
             format!("token {name:?}: expected 64 hex digits (`pushflow ingest hash-token <TOKEN>`)")
@@ -59,16 +63,23 @@ impl TokenEntry {
             name: name.to_string(),
             hash,
             topics: scope(topics),
+            stores: scope(stores),
         })
     }
 
     /// A token from its plain text (hashed at once).
-    pub fn from_plain(name: &str, token: &str, topics: &[String]) -> TokenEntry {
+    pub fn from_plain(name: &str, token: &str, topics: &[String], stores: &[String]) -> TokenEntry {
         TokenEntry {
             name: name.to_string(),
             hash: Sha256::digest(token.as_bytes()).into(),
             topics: scope(topics),
+            stores: scope(stores),
         }
+    }
+
+    /// The token's name (logged; never the token).
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     fn allows(&self, topic: &str) -> bool {
@@ -76,10 +87,23 @@ impl TokenEntry {
             .as_ref()
             .is_none_or(|t| t.iter().any(|x| x == topic))
     }
+
+    /// Refuses `store_id` unless the token covers it.
+    pub fn check_store(&self, store_id: &str) -> Result<(), AuthError> {
+        match &self.stores {
+            Some(stores) if !stores.iter().any(|s| s == store_id) => Err(AuthError::OtherStore {
+                name: self.name.clone(),
+                store: store_id.to_string(),
+                stores: stores.join(", "),
+            }),
+            _ => Ok(()),
+        }
+    }
 }
 
-fn scope(topics: &[String]) -> Option<Vec<String>> {
-    (!topics.iter().any(|t| t == "*")).then(|| topics.to_vec())
+/// `None` (every one) when the list is empty or holds `*`.
+fn scope(list: &[String]) -> Option<Vec<String>> {
+    (!list.is_empty() && !list.iter().any(|t| t == "*")).then(|| list.to_vec())
 }
 
 /// Why a request to `/v1/events` was refused.
@@ -99,6 +123,16 @@ pub enum AuthError {
         /// The topic asked for.
         topic: String,
     },
+    /// The token is valid but not for this record's store (403).
+    #[error("token {name:?} may not write for store {store:?} (it covers: {stores}); the whole batch was refused")]
+    OtherStore {
+        /// The token's name.
+        name: String,
+        /// The record's `store_id`.
+        store: String,
+        /// The stores the token covers.
+        stores: String,
+    },
 }
 
 /// The configured tokens.
@@ -113,15 +147,24 @@ impl Tokens {
         Tokens { entries }
     }
 
-    /// Parses `PUSHFLOW_INGEST_TOKENS`: `name:plaintext:topic1|topic2;…`
-    /// (`*` for every topic).
+    /// Parses `PUSHFLOW_INGEST_TOKENS`:
+    /// `name:plaintext:topic1|topic2[:store1|store2];…` (`*` for every
+    /// topic or store; without the stores field, every store).
     pub fn parse_env(spec: &str) -> Result<Tokens, String> {
         let mut entries = Vec::new();
         for part in spec.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-            let mut it = part.splitn(3, ':');
+            let mut it = part.splitn(4, ':');
             let (Some(name), Some(token), Some(topics)) = (it.next(), it.next(), it.next()) else {
-                return Err("expected name:token:topic1|topic2 (entries separated by ';')".into());
+                return Err(
+                    "expected name:token:topic1|topic2[:store1|store2] (entries separated by ';')"
+                        .into(),
+                );
             };
+            let stores: Vec<String> = match it.next() {
+                Some(s) => s.split('|').map(|s| s.trim().to_string()).collect(),
+                None => Vec::new(),
+            };
+            crate::config::check_stores(&stores).map_err(|e| format!("token {name:?}: {e}"))?;
             if name.is_empty() || token.len() < 8 {
                 return Err(format!(
                     "token {name:?}: name must be non-empty and the token at least 8 characters"
@@ -129,7 +172,7 @@ impl Tokens {
             }
             let topics: Vec<String> = topics.split('|').map(|t| t.trim().to_string()).collect();
             crate::config::check_topics(&topics).map_err(|e| format!("token {name:?}: {e}"))?;
-            entries.push(TokenEntry::from_plain(name, token, &topics));
+            entries.push(TokenEntry::from_plain(name, token, &topics, &stores));
         }
         Ok(Tokens { entries })
     }
@@ -145,8 +188,12 @@ impl Tokens {
     }
 
     /// Checks an `Authorization` header value for `topic`; returns the
-    /// token's name.
-    pub fn check(&self, authorization: Option<&str>, topic: &str) -> Result<&str, AuthError> {
+    /// token (whose stores the caller checks per record).
+    pub fn check(
+        &self,
+        authorization: Option<&str>,
+        topic: &str,
+    ) -> Result<&TokenEntry, AuthError> {
         let token = authorization
             .and_then(|h| {
                 h.strip_prefix("Bearer ")
@@ -170,7 +217,7 @@ impl Tokens {
                 topic: topic.to_string(),
             });
         }
-        Ok(&e.name)
+        Ok(e)
     }
 }
 
@@ -189,12 +236,14 @@ mod tests {
                 "billing",
                 &hash_token("billing-secret"),
                 &["campaign.created".into()],
+                &[],
             )
             .unwrap(),
-            TokenEntry::from_plain("admin", "admin-secret", &["*".into()]),
+            TokenEntry::from_plain("admin", "admin-secret", &["*".into()], &["*".into()]),
         ]);
         assert_eq!(
-            t.check(Some("Bearer billing-secret"), "campaign.created"),
+            t.check(Some("Bearer billing-secret"), "campaign.created")
+                .map(TokenEntry::name),
             Ok("billing")
         );
         assert!(matches!(
@@ -202,17 +251,22 @@ mod tests {
             Err(AuthError::Forbidden { .. })
         ));
         assert_eq!(
-            t.check(Some("Bearer admin-secret"), "campaign.launched"),
+            t.check(Some("Bearer admin-secret"), "campaign.launched")
+                .map(TokenEntry::name),
             Ok("admin")
         );
         assert_eq!(
-            t.check(Some("Bearer nope"), "campaign.created"),
-            Err(AuthError::Invalid)
+            t.check(Some("Bearer nope"), "campaign.created")
+                .unwrap_err(),
+            AuthError::Invalid
         );
-        assert_eq!(t.check(None, "campaign.created"), Err(AuthError::Missing));
         assert_eq!(
-            t.check(Some("Basic abc"), "campaign.created"),
-            Err(AuthError::Missing)
+            t.check(None, "campaign.created").unwrap_err(),
+            AuthError::Missing
+        );
+        assert_eq!(
+            t.check(Some("Basic abc"), "campaign.created").unwrap_err(),
+            AuthError::Missing
         );
     }
 
@@ -226,6 +280,29 @@ mod tests {
         assert!(Tokens::parse_env("dev:short:*").is_err());
         assert!(Tokens::parse_env("dev:long-enough:nope.topic").is_err());
         assert!(Tokens::parse_env("justname").is_err());
-        assert!(TokenEntry::from_hash("x", "abc", &[]).is_err());
+        assert!(TokenEntry::from_hash("x", "abc", &[], &[]).is_err());
+    }
+
+    #[test]
+    fn a_token_covers_its_stores_only() {
+        let t = Tokens::parse_env(
+            "shop:shop-token-1:campaign.created:store-a|store-b; all:all-token-1:*",
+        )
+        .unwrap();
+        let shop = t
+            .check(Some("Bearer shop-token-1"), "campaign.created")
+            .unwrap();
+        assert_eq!(shop.check_store("store-a"), Ok(()));
+        let e = shop.check_store("store-c").unwrap_err();
+        assert!(e.to_string().contains("\"store-c\""), "{e}");
+        assert!(e.to_string().contains("store-a, store-b"), "{e}");
+        let all = t
+            .check(Some("Bearer all-token-1"), "campaign.created")
+            .unwrap();
+        assert_eq!(all.check_store("store-c"), Ok(()));
+        assert!(
+            Tokens::parse_env("x:long-enough:*:").is_err(),
+            "an empty store"
+        );
     }
 }

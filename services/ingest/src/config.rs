@@ -10,6 +10,7 @@
 //!     max_body: 1MiB
 //!     tokens:
 //!       - {name: billing-svc, sha256: "<pushflow ingest hash-token TOKEN>", topics: [campaign.created]}
+//!       - {name: shop-42-admin, sha256: "<…>", topics: [campaign.created, campaign.launched], stores: [shop-42]}
 //!     allow_anonymous: false
 //!     cors_origins: ["https://admin.example.com"]
 //!     rate_limit: {per_second: 50, burst: 100}
@@ -76,8 +77,13 @@ pub struct TokenSpec {
     pub name: String,
     /// Lower-case hex SHA-256 of the token (`pushflow ingest hash-token`).
     pub sha256: String,
-    /// Topics it may write, or `["*"]` for all.
+    /// Topics it may write, or `["*"]` for all (never the billable ones,
+    /// which enter only as signed pings).
     pub topics: Vec<String>,
+    /// Stores whose records it may write (`store_id`), or `["*"]`;
+    /// omitted: every store.
+    #[serde(default)]
+    pub stores: Vec<String>,
 }
 
 /// `rate_limit:`; `per_second: 0` turns the limit off.
@@ -195,7 +201,9 @@ impl IngestSettings {
                 for (i, t) in self.tokens.iter().enumerate() {
                     check_topics(&t.topics)
                         .map_err(|e| IngestError::config(&format!("tokens[{i}].topics"), e))?;
-                    let e = TokenEntry::from_hash(&t.name, &t.sha256, &t.topics)
+                    check_stores(&t.stores)
+                        .map_err(|e| IngestError::config(&format!("tokens[{i}].stores"), e))?;
+                    let e = TokenEntry::from_hash(&t.name, &t.sha256, &t.topics, &t.stores)
                         .map_err(|e| IngestError::config(&format!("tokens[{i}].sha256"), e))?;
                     entries.push(e);
                 }
@@ -270,11 +278,26 @@ pub(crate) fn check_topics(topics: &[String]) -> Result<(), String> {
         return Err("empty: list the topics this token may write, or \"*\"".into());
     }
     for t in topics {
-        if t != "*" && Topic::by_name(t).is_none() {
-            return Err(format!("{t:?} is not a topic of the catalogue"));
+        match Topic::by_name(t) {
+            None if t != "*" => return Err(format!("{t:?} is not a topic of the catalogue")),
+            Some(topic) if topic.is_billable() => {
+                return Err(format!(
+                    "{t:?} is billable and enters only as signed pings (POST /v1/pings): \
+                     no token may write it; remove it"
+                ))
+            }
+            _ => {}
         }
     }
     Ok(())
+}
+
+/// A token's `stores`: empty (every store), `*`, or non-empty store ids.
+pub(crate) fn check_stores(stores: &[String]) -> Result<(), String> {
+    match stores.iter().find(|s| s.trim().is_empty()) {
+        Some(_) => Err("a store id is empty: list store ids, or \"*\" for every store".into()),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -379,5 +402,21 @@ produce_timeout: 2s
             .unwrap_err()
             .to_string()
             .contains("tokens[0].topics"));
+        let billable: IngestSettings = serde_yaml::from_str(
+            "tokens: [{name: a, sha256: \"00\", topics: [notification.delivered]}]",
+        )
+        .unwrap();
+        let e = billable.validate(|_| None).unwrap_err().to_string();
+        assert!(
+            e.contains("tokens[0].topics") && e.contains("/v1/pings"),
+            "{e}"
+        );
+        let scoped: IngestSettings = serde_yaml::from_str(&format!(
+            "tokens: [{{name: a, sha256: \"{}\", topics: [\"*\"], stores: [s1, \"\"]}}]",
+            "0".repeat(64)
+        ))
+        .unwrap();
+        let e = scoped.validate(|_| None).unwrap_err().to_string();
+        assert!(e.contains("tokens[0].stores"), "{e}");
     }
 }

@@ -12,7 +12,8 @@
 //! with a 4xx that says what to fix and is never produced: a batch is
 //! validated whole before any record of it is sent.
 //!
-//! Routes: `POST /v1/events/{topic}` (bearer tokens scoped to topics),
+//! Routes: `POST /v1/events/{topic}` (bearer tokens scoped to topics and
+//! stores; the billable topics refused: they enter only as signed pings),
 //! `POST /v1/pings`, `POST /v1/subscriptions`, `GET /v1/vapid-public-key`,
 //! `GET /sw.js`, `GET /subscribe.js`, plus `/healthz` and `/metrics`.
 

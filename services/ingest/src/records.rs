@@ -80,6 +80,8 @@ pub struct Prepared {
     pub key: String,
     /// The event's id (given or generated).
     pub event_id: String,
+    /// The record's `store_id` (whose token scope the caller checks).
+    pub store_id: String,
     /// The Avro value, valid for the topic's schema.
     pub value: Value,
 }
@@ -94,7 +96,7 @@ pub fn prepare(topic: &'static Topic, json: Json, now_ms: i64) -> Result<Prepare
         return Err(format!("expected a JSON object, got {}", kind_of(&json)));
     };
     let mut fields = Vec::with_capacity(rs.fields.len());
-    let (mut key, mut event_id) = (None, None);
+    let (mut key, mut event_id, mut store_id) = (None, None, None);
     for f in &rs.fields {
         let given = obj
             .remove(&f.name)
@@ -117,6 +119,9 @@ pub fn prepare(topic: &'static Topic, json: Json, now_ms: i64) -> Result<Prepare
         if f.name == "event_id" {
             event_id = v.as_str().map(str::to_string);
         }
+        if f.name == "store_id" {
+            store_id = v.as_str().map(str::to_string);
+        }
         let avro = convert(&f.schema, &v).map_err(|e| format!("field `{}`: {e}", f.name))?;
         fields.push((f.name.clone(), avro));
     }
@@ -131,6 +136,7 @@ pub fn prepare(topic: &'static Topic, json: Json, now_ms: i64) -> Result<Prepare
     Ok(Prepared {
         key: key.ok_or_else(|| format!("field `{}`: the key must be a string", topic.key_field))?,
         event_id: event_id.unwrap_or_default(),
+        store_id: store_id.ok_or("field `store_id`: required, a string")?,
         value: Value::Record(fields),
     })
 }

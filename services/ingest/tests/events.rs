@@ -220,6 +220,57 @@ async fn every_error_path_answers_with_its_status_and_message() {
 }
 
 #[tokio::test]
+async fn billable_topics_and_other_stores_are_refused_whole() {
+    let s = start("", &["campaign.created"]).await;
+    // Impressions and clicks enter only as signed pings, whatever the token.
+    for topic in ["notification.delivered", "notification.clicked"] {
+        let one = json!({"store_id": "s1", "notification_id": "n1", "campaign_id": "c1"});
+        let (st, body, _) = post(
+            &s,
+            topic,
+            Some(DEV_TOKEN),
+            "application/json",
+            one.to_string(),
+        )
+        .await;
+        assert_eq!(st, 403, "{topic}: {body}");
+        let msg = body["error"].as_str().unwrap();
+        assert!(msg.starts_with(&format!("{topic} is billable")), "{msg}");
+        assert!(msg.contains("/v1/pings"), "{msg}");
+    }
+    // A store-scoped token: a batch with one record of another store is
+    // refused whole, naming the record and the store.
+    let mut other = campaign(1);
+    other["store_id"] = json!("s2");
+    let batch = json!([campaign(0), other]);
+    let (st, body, _) = post(
+        &s,
+        "campaign.created",
+        Some(SHOP_TOKEN),
+        "application/json",
+        batch.to_string(),
+    )
+    .await;
+    assert_eq!(st, 403, "{body}");
+    assert_eq!(
+        body["error"],
+        json!("record 1: token \"shop\" may not write for store \"s2\" (it covers: s1); the whole batch was refused")
+    );
+    let (st, body, _) = post(
+        &s,
+        "campaign.created",
+        Some(SHOP_TOKEN),
+        "application/json",
+        campaign(2).to_string(),
+    )
+    .await;
+    assert_eq!(st, 201, "{body}");
+    let all = consume_all(&s.topic("campaign.created"), Duration::from_secs(20));
+    assert_eq!(all.len(), 1, "only the covered record");
+    assert_eq!(all[0].2, b"c-2");
+}
+
+#[tokio::test]
 async fn an_unreachable_broker_gets_503_with_retry_after_within_the_bound() {
     let settings = settings_yaml("produce_timeout: 1s\n");
     let s = start_with(&settings, "127.0.0.1:1", &[], None).await;

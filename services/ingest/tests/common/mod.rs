@@ -16,14 +16,18 @@ use std::time::{Duration, Instant};
 
 pub const DEV_TOKEN: &str = "test-token-all-topics";
 pub const BILLING_TOKEN: &str = "test-token-billing";
+/// Writes campaign.created for store `s1` only.
+pub const SHOP_TOKEN: &str = "test-token-shop-s1";
 pub const PING_KEYS: &str = "k1:0123456789abcdef-test";
 
-/// Settings with two tokens: one for every topic, one for campaign.created.
+/// Settings with three tokens: one for every topic, one for
+/// campaign.created, one for campaign.created of store `s1`.
 pub fn settings_yaml(extra: &str) -> String {
     format!(
-        "tokens:\n  - {{name: dev, sha256: \"{}\", topics: [\"*\"]}}\n  - {{name: billing, sha256: \"{}\", topics: [campaign.created]}}\n{extra}",
+        "tokens:\n  - {{name: dev, sha256: \"{}\", topics: [\"*\"]}}\n  - {{name: billing, sha256: \"{}\", topics: [campaign.created]}}\n  - {{name: shop, sha256: \"{}\", topics: [campaign.created], stores: [s1]}}\n{extra}",
         pushflow_ingest::hash_token(DEV_TOKEN),
-        pushflow_ingest::hash_token(BILLING_TOKEN)
+        pushflow_ingest::hash_token(BILLING_TOKEN),
+        pushflow_ingest::hash_token(SHOP_TOKEN)
     )
 }
 

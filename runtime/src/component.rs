@@ -26,6 +26,21 @@ pub struct Context {
     pub health: Health,
 }
 
+impl Context {
+    /// Probes `deps` every second until shutdown: `/healthz` then names
+    /// any of them that is unreachable (see [`crate::probe`]).
+    pub fn watch(&self, deps: Vec<crate::probe::Dependency>) {
+        crate::probe::watch(
+            &self.health,
+            &self.spec.name,
+            &self.topology.services,
+            &self.topology.kafka,
+            deps,
+            self.shutdown.clone(),
+        );
+    }
+}
+
 /// A validated component, ready to connect and run.
 #[async_trait]
 pub trait Component: Send {

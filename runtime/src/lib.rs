@@ -4,7 +4,8 @@
 //! - [`kafka`]: the at-least-once consumer loop, the idempotent producer,
 //!   the dead-letter writer and topic administration;
 //! - [`codec`]: Avro in the Confluent wire format, schema ids cached;
-//! - [`http`], [`telemetry`]: `/healthz`, `/metrics`, structured logs;
+//! - [`http`], [`probe`], [`telemetry`]: `/healthz` (with dependency
+//!   probes), `/metrics`, structured logs;
 //! - [`component`]: the lifecycle every component of `pushflow up` follows.
 //!
 //! Dependencies run one way: components use this crate and
@@ -16,6 +17,7 @@ pub mod error;
 pub mod http;
 pub mod kafka;
 pub mod postgres;
+pub mod probe;
 pub mod telemetry;
 pub mod token;
 pub mod topology;

@@ -75,6 +75,11 @@ impl Pipeline {
             shutdown: shutdown.clone(),
             health: health.clone(),
         };
+        // Every component is listed from the start, and not ok until it
+        // runs (each marks itself ok once connected).
+        for v in &components {
+            health.failing(&v.spec.name, "starting");
+        }
         let (first, rest): (Vec<_>, Vec<_>) = components
             .into_iter()
             .partition(|v| v.spec.kind == "registry");

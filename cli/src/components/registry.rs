@@ -7,6 +7,7 @@
 use async_trait::async_trait;
 use pushflow_runtime::component::{Component, Context};
 use pushflow_runtime::http::{admin_router, bind, serve};
+use pushflow_runtime::probe::Dependency;
 use pushflow_runtime::topology::{ComponentSpec, Topology};
 use pushflow_runtime::RuntimeError;
 use serde::Deserialize;
@@ -62,6 +63,7 @@ impl Component for RegistryComponent {
             }
         };
         ctx.health.ok(&name);
+        ctx.watch(vec![Dependency::Postgres]);
         tracing::info!(addr = %self.addr, "schema registry listening");
         let router = registry.router().merge(admin_router(ctx.health.clone()));
         serve(listener, router, ctx.shutdown.clone()).await

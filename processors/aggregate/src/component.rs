@@ -5,6 +5,7 @@
 use async_trait::async_trait;
 use pushflow_runtime::codec::Codec;
 use pushflow_runtime::component::{Component, Context};
+use pushflow_runtime::probe::Dependency;
 use pushflow_runtime::topology::{ComponentSpec, Topology};
 use pushflow_runtime::RuntimeError;
 use std::sync::Arc;
@@ -83,6 +84,11 @@ impl Component for Aggregate {
             progress: None,
         };
         ctx.health.ok(&name);
+        ctx.watch(vec![
+            Dependency::Broker,
+            Dependency::Postgres,
+            Dependency::Registry,
+        ]);
         match run(opts, ctx.shutdown.clone()).await {
             Ok(_) => Ok(()),
             Err(e) => {

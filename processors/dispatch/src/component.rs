@@ -9,6 +9,7 @@ use pushflow_runtime::http::Health;
 use pushflow_runtime::kafka::{
     run_consumer_transactional, ConsumerSettings, DeadLetters, Producer,
 };
+use pushflow_runtime::probe::Dependency;
 use pushflow_runtime::token::PingKeys;
 use pushflow_runtime::topology::{ComponentSpec, Topology};
 use pushflow_runtime::{CancellationToken, RuntimeError};
@@ -278,6 +279,11 @@ impl Dispatch {
 #[async_trait]
 impl Component for Dispatch {
     async fn run(self: Box<Self>, ctx: Context) -> Result<(), RuntimeError> {
+        ctx.watch(vec![
+            Dependency::Broker,
+            Dependency::Postgres,
+            Dependency::Registry,
+        ]);
         (*self)
             .run_until(ctx.shutdown.clone(), Some(ctx.health.clone()))
             .await

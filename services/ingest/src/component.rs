@@ -6,6 +6,7 @@ use pushflow_runtime::codec::Codec;
 use pushflow_runtime::component::{Component, Context};
 use pushflow_runtime::http::{admin_router, bind, serve};
 use pushflow_runtime::kafka::Producer;
+use pushflow_runtime::probe::Dependency;
 use pushflow_runtime::token::PingKeys;
 use pushflow_runtime::topology::{ComponentSpec, Topology};
 use pushflow_runtime::RuntimeError;
@@ -90,6 +91,7 @@ impl Component for IngestComponent {
         };
         let app = router(self.config, deps).merge(admin_router(ctx.health.clone()));
         ctx.health.ok(&name);
+        ctx.watch(vec![Dependency::Broker, Dependency::Registry]);
         tracing::info!(addr = %self.addr, "ingest listening");
         let served = serve(listener, app, ctx.shutdown.clone()).await;
         // Every 2xx was already acked; this only tidies records whose

@@ -12,7 +12,10 @@
 //! on the registry, a listing of the lake's root for an object store.
 
 use async_trait::async_trait;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
 use rdkafka::ClientConfig;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -113,8 +116,19 @@ fn spawn(health: Health, component: &str, mut probe: Box<dyn Probe>, shutdown: C
 /// A metadata request to the brokers, on one client kept for the probe.
 struct BrokerProbe {
     brokers: String,
-    client: Arc<BaseConsumer>,
+    client: Arc<BaseConsumer<Quiet>>,
 }
+
+/// The probe's client reports through `/healthz` and one WARN line per
+/// outage; librdkafka's own log lines and errors would only repeat that.
+struct Quiet;
+
+impl ClientContext for Quiet {
+    fn log(&self, _level: RDKafkaLogLevel, _fac: &str, _log_message: &str) {}
+    fn error(&self, _error: KafkaError, _reason: &str) {}
+}
+
+impl ConsumerContext for Quiet {}
 
 impl BrokerProbe {
     fn new(brokers: &str, kafka: &BTreeMap<String, String>) -> Result<BrokerProbe, String> {
@@ -128,8 +142,8 @@ impl BrokerProbe {
             .set("reconnect.backoff.ms", "100")
             .set("reconnect.backoff.max.ms", "500")
             .set("log_level", "3");
-        let client: BaseConsumer = config
-            .create()
+        let client: BaseConsumer<Quiet> = config
+            .create_with_context(Quiet)
             .map_err(|e| format!("broker client for {brokers}: {e}"))?;
         Ok(BrokerProbe {
             brokers: brokers.to_string(),

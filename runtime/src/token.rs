@@ -3,10 +3,16 @@
 //! One implementation, here, so neither component depends on the other.
 //!
 //! Format: `v1.<kid>.<claims>.<sig>`, where `claims` is base64url JSON
-//! `{"n","c","s","u","exp"}` (notification, campaign, store, subscriber,
-//! expiry in Unix seconds) and `sig` is base64url HMAC-SHA256 over
-//! `v1.<kid>.<claims>` with the key named `kid`. Keys rotate by adding a new
-//! current key while old ones still verify.
+//! `{"n","c","s","u","exp","iat"}` (notification, campaign, store,
+//! subscriber, expiry and issue time in Unix seconds) and `sig` is base64url
+//! HMAC-SHA256 over `v1.<kid>.<claims>` with the key named `kid`. Keys
+//! rotate by adding a new current key while old ones still verify.
+//!
+//! `iat` is optional: tokens minted before it existed carry none and still
+//! verify. It is the earliest moment the notification can have been shown,
+//! so ingest uses it to bound the event time (`at`) a service worker
+//! reports; for a token without `iat` ingest has no such bound and uses its
+//! own clock instead (see `pushflow_ingest::pings`).
 //!
 //! Guarantee: a token whose claims or signature were changed, that is
 //! signed with an unknown key, or that expired, is refused; nothing else is
@@ -38,6 +44,11 @@ pub struct PingClaims {
     pub subscriber_id: String,
     /// Expiry, Unix seconds.
     pub exp: i64,
+    /// Issue time, Unix seconds (when dispatch minted it). `None` in tokens
+    /// minted before the claim existed; left out of the JSON then, so such
+    /// tokens keep their exact bytes and signatures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
 }
 
 /// Why a token was refused (also the `reason` label of the metric).
@@ -180,7 +191,27 @@ mod tests {
             store_id: "s1".into(),
             subscriber_id: "u1".into(),
             exp: 2_000,
+            iat: Some(500),
         }
+    }
+
+    #[test]
+    fn tokens_without_an_issue_time_still_verify() {
+        let keys = PingKeys::parse("k1:0123456789abcdef-old").unwrap();
+        let old = PingClaims {
+            iat: None,
+            ..claims()
+        };
+        let t = keys.mint(&old);
+        let body = B64.decode(t.split('.').nth(2).unwrap()).unwrap();
+        // The JSON an older dispatch signed: no `iat` key at all.
+        assert_eq!(
+            String::from_utf8(body).unwrap(),
+            r#"{"n":"n1","c":"c1","s":"s1","u":"u1","exp":2000}"#
+        );
+        assert_eq!(keys.verify(&t, 1_000).unwrap(), old);
+        let new = keys.mint(&claims());
+        assert_eq!(keys.verify(&new, 1_000).unwrap().iat, Some(500));
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! that needs whole topics to itself (exact record counts under the real
 //! topic names) shares them with no other test. Killed, and its log dir
 //! removed, when dropped. Starting one takes about 5–10 s and ~370 MB.
+//! [`PrivateBroker::stop`] and [`PrivateBroker::restart`] take it down and
+//! bring it back on the same port and log dir (outage tests).
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
@@ -13,8 +15,9 @@ use std::time::{Duration, Instant};
 
 /// An Apache Kafka broker owned by the test.
 pub struct PrivateBroker {
-    child: Child,
+    child: Option<Child>,
     dir: PathBuf,
+    port: u16,
     /// `127.0.0.1:port`, for `bootstrap.servers`.
     pub addr: String,
 }
@@ -28,25 +31,47 @@ impl PrivateBroker {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let addr = format!("127.0.0.1:{port}");
+        let mut broker = PrivateBroker {
+            child: None,
+            dir: std::env::temp_dir().join(crate::unique("pushflow-kafka")),
+            port,
+            addr: format!("127.0.0.1:{port}"),
+        };
+        broker.restart();
+        broker
+    }
+
+    /// Kills the broker (SIGKILL), keeping its log dir.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the broker (again) on the same port and log dir, and waits
+    /// until it answers a metadata request.
+    pub fn restart(&mut self) {
+        self.stop();
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-        let dir = std::env::temp_dir().join(crate::unique("pushflow-kafka"));
-        let log = std::fs::File::create(std::env::temp_dir().join(format!(
-            "{}.log",
-            dir.file_name().unwrap().to_string_lossy()
-        )))
-        .expect("broker log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(std::env::temp_dir().join(format!(
+                "{}.log",
+                self.dir.file_name().unwrap().to_string_lossy()
+            )))
+            .expect("broker log file");
         let child = Command::new(root.join("scripts/kafka-node"))
             .arg("run")
-            .arg(&dir)
-            .arg(port.to_string())
+            .arg(&self.dir)
+            .arg(self.port.to_string())
             .stdout(Stdio::from(log.try_clone().expect("log handle")))
             .stderr(Stdio::from(log))
             .spawn()
             .expect("start scripts/kafka-node (Java 17 and Maven needed; scripts/services up installs them)");
-        let broker = PrivateBroker { child, dir, addr };
-        broker.wait_until_serving(Duration::from_secs(90));
-        broker
+        self.child = Some(child);
+        self.wait_until_serving(Duration::from_secs(90));
     }
 
     fn wait_until_serving(&self, within: Duration) {
@@ -74,8 +99,7 @@ impl PrivateBroker {
 
 impl Drop for PrivateBroker {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -1,13 +1,19 @@
 //! Helpers for integration tests against the real services: the broker
 //! from `PUSHFLOW_BROKERS`, Postgres from `PUSHFLOW_TEST_POSTGRES_URL`, and
-//! a schema registry served in-process over real HTTP on its own database.
+//! a schema registry served in-process over real HTTP on its own database;
+//! and, for tests that need a service to themselves or take one down, a
+//! private Apache Kafka broker, Postgres server or moto S3 server.
 //!
 //! Every name a test creates (topics, groups, databases) is random, so
 //! tests run in parallel and never see each other's data.
 
 mod broker;
+mod moto;
+mod postgres;
 
 pub use broker::PrivateBroker;
+pub use moto::{Moto, S3_KEY, S3_REGION};
+pub use postgres::PrivatePostgres;
 
 use rand::Rng;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};

@@ -1,6 +1,18 @@
 //! The demo's outside world: the merchant's campaign tool calling the
 //! ingest API, and the service workers of the simulated browsers pinging
 //! back with the tokens they found in their decrypted pushes.
+//!
+//! Like the real `sw.js`, every ping carries `at`, when its notification
+//! was shown or clicked. On-time pings are sent at once, so `at` is the
+//! moment of sending. Late pings come from browsers that were offline: they
+//! were shown when the plan was drawn (every push had arrived by then) but
+//! are sent only after the on-time wave was counted, so their event time
+//! lies that long behind the partitions' watermarks. The aggregate marks a
+//! ping late for a window only once its window end plus grace is behind the
+//! watermark (topology.yaml: 1 m windows with 5 m grace, 1 h with 30 m), so
+//! in a demo shorter than that they still land in their windows; ingest
+//! accepts `at` back to the token's issue time, so the demo cannot date
+//! them earlier than dispatch did.
 
 use futures::StreamExt;
 use indicatif::ProgressBar;
@@ -31,13 +43,16 @@ pub struct Ping {
     kind: &'static str,
     notification_id: String,
     token: String,
+    /// When shown or clicked (ms since the epoch); `None`: when sent.
+    at: Option<i64>,
 }
 
 /// The pings to send, drawn at random from the fractions of [`DemoArgs`].
 pub struct Plan {
     /// Sent first.
     pub on_time: Vec<Ping>,
-    /// Sent after the on-time ones were counted.
+    /// Sent after the on-time ones were counted, dated when the plan was
+    /// drawn (late in event time).
     pub late: Vec<Ping>,
 }
 
@@ -67,7 +82,10 @@ impl Plan {
     /// Each delivered push pings `delivered` with probability
     /// `args.delivered` and, if so, `clicked` with `args.clicked`; each
     /// ping is repeated with `args.repeated` and held back with `args.late`.
+    /// Every push has been shown when this is called: held-back pings are
+    /// dated now.
     pub fn draw(pushes: &[Delivered], args: &DemoArgs) -> Plan {
+        let shown_at = pushflow_schemas::now_millis();
         let mut rng = rand::rng();
         let mut plan = Plan {
             on_time: Vec::new(),
@@ -84,13 +102,15 @@ impl Plan {
             for kind in kinds {
                 let copies = if rng.random_bool(args.repeated) { 2 } else { 1 };
                 for _ in 0..copies {
+                    let late = rng.random_bool(args.late);
                     let ping = Ping {
                         browser: p.browser,
                         kind,
                         notification_id: p.notification_id.clone(),
                         token: p.token.clone(),
+                        at: late.then_some(shown_at),
                     };
-                    if rng.random_bool(args.late) {
+                    if late {
                         plan.late.push(ping);
                     } else {
                         plan.on_time.push(ping);
@@ -209,7 +229,9 @@ pub async fn send(env: &DemoEnv, pings: &[Ping], bar: &ProgressBar) -> Result<Se
 }
 
 async fn send_one(env: &DemoEnv, url: &str, p: &Ping) -> Result<(&'static str, u64), String> {
-    let body = json!({"type": p.kind, "token": p.token}).to_string();
+    // Dated once: a retry reports the same event time, as sw.js does.
+    let at = p.at.unwrap_or_else(pushflow_schemas::now_millis);
+    let body = json!({"type": p.kind, "token": p.token, "at": at}).to_string();
     let mut retries = 0;
     loop {
         let r = env

@@ -132,6 +132,7 @@ fn payload(keys: &PingKeys, sub: &SimSubscription, i: usize) -> Vec<u8> {
         store_id: "bench".into(),
         subscriber_id: sub.subscriber_id.clone(),
         exp: 2_000_000_000,
+        iat: Some(1_700_000_000),
     });
     serde_json::to_vec(&Payload {
         notification_id: &nid,

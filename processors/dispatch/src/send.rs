@@ -125,13 +125,16 @@ impl BatchHandler {
         nid: &str,
     ) -> Result<Push, DispatchError> {
         let s = &self.shared;
-        let exp = now_millis() / 1000 + s.cfg.ping_token_ttl.as_secs() as i64;
+        let issued = now_millis() / 1000;
         let ping_token = s.ping.mint(&PingClaims {
             notification_id: nid.to_string(),
             campaign_id: c.campaign_id.clone(),
             store_id: c.store_id.clone(),
             subscriber_id: sub.subscriber_id.clone(),
-            exp,
+            exp: issued + s.cfg.ping_token_ttl.as_secs() as i64,
+            // The earliest the notification can be shown: ingest accepts
+            // the service worker's event time (`at`) from here on.
+            iat: Some(issued),
         });
         let payload = Payload {
             notification_id: nid,

@@ -240,7 +240,8 @@ pub async fn run(
     );
     tokio::spawn(serve(base, nothing, shutdown.clone()));
 
-    let exp = pushflow_schemas::now_millis() / 1000 + 3600;
+    let iat = pushflow_schemas::now_millis() / 1000;
+    let exp = iat + 3600;
     let bodies: Arc<Vec<Bytes>> = Arc::new(
         (0..20_000)
             .map(|i| {
@@ -250,6 +251,7 @@ pub async fn run(
                     store_id: format!("bench-s-{}", i % 7),
                     subscriber_id: format!("bench-u-{i}"),
                     exp,
+                    iat: Some(iat),
                 });
                 Bytes::from(serde_json::json!({"type": "delivered", "token": token}).to_string())
             })

@@ -18,6 +18,7 @@ async fn ping_hot_path_timings() {
         store_id: "s-1".into(),
         subscriber_id: "u-1".into(),
         exp: 4_000_000_000,
+        iat: Some(1_700_000_000),
     });
     let body = serde_json::json!({"type": "delivered", "token": token}).to_string();
     let codec = Codec::new(Arc::new(InMemoryResolver::new()));

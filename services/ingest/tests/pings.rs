@@ -17,6 +17,7 @@ fn claims(n: &str, exp: i64) -> PingClaims {
         store_id: "store-1".into(),
         subscriber_id: "sub-1".into(),
         exp,
+        iat: Some(pushflow_schemas::now_millis() / 1000),
     }
 }
 
@@ -159,6 +160,125 @@ async fn valid_pings_become_events_and_bad_tokens_get_401_and_are_counted() {
     // Only the two valid pings were produced.
     let all = consume_all(&s.topic("notification.delivered"), Duration::from_secs(20));
     assert_eq!(all.len(), 1);
+}
+
+#[tokio::test]
+async fn at_is_the_event_time_within_issue_time_and_now_else_ingest_s_clock() {
+    use pushflow_ingest::pings::PING_TIME_SKEW_MS;
+    let s = start("", &["notification.delivered"]).await;
+    let corrected = |r: &str| {
+        metric(&format!(
+            "pushflow_ingest_ping_time_corrected_total{{reason=\"{r}\"}}"
+        ))
+    };
+    let before: Vec<f64> = ["absent", "no_issue_time", "before_issue", "future"]
+        .iter()
+        .map(|r| corrected(r))
+        .collect();
+    let now = pushflow_schemas::now_millis();
+    // Issued 10 minutes ago, valid for an hour more.
+    let issued = now / 1000 - 600;
+    let mut c = claims("n-at", in_an_hour());
+    c.iat = Some(issued);
+    let token = s.keys.mint(&c);
+    let mut old = claims("n-old", in_an_hour());
+    old.iat = None;
+    let old = s.keys.mint(&old);
+    let shown = issued * 1000 + 5_000;
+    let cases: Vec<(&str, Value, Option<i64>)> = vec![
+        // Taken: between the issue time (minus the skew) and now (plus it).
+        ("shown", json!(shown), Some(shown)),
+        (
+            "skew before issue",
+            json!(issued * 1000 - PING_TIME_SKEW_MS),
+            Some(issued * 1000 - PING_TIME_SKEW_MS),
+        ),
+        ("a little ahead", json!(now + 60_000), Some(now + 60_000)),
+        // Corrected to ingest's clock.
+        ("absent", Value::Null, None),
+        (
+            "before issue",
+            json!(issued * 1000 - PING_TIME_SKEW_MS - 1),
+            None,
+        ),
+        ("last month", json!(now - 40 * 86_400_000), None),
+        ("future", json!(now + PING_TIME_SKEW_MS + 60_000), None),
+    ];
+    for (why, at, _) in &cases {
+        let mut body = json!({"type": "delivered", "token": token});
+        if !at.is_null() {
+            body["at"] = at.clone();
+        }
+        let (st, b, _) = ping(&s, "application/json", body.to_string()).await;
+        assert_eq!(st, 202, "{why}: {b}");
+    }
+    // A token minted before `iat` existed: no lower bound, so no `at`.
+    let (st, b, _) = ping(
+        &s,
+        "application/json",
+        json!({"type": "delivered", "token": old, "at": shown}).to_string(),
+    )
+    .await;
+    assert_eq!(st, 202, "{b}");
+    for bad in [json!(1.5), json!("1700000000000"), json!({"ms": 1})] {
+        let (st, b, _) = ping(
+            &s,
+            "application/json",
+            json!({"type": "delivered", "token": token, "at": bad}).to_string(),
+        )
+        .await;
+        assert_eq!(st, 400, "{bad}: {b}");
+        assert!(
+            b["error"].as_str().unwrap().starts_with("field `at`: "),
+            "{bad}: {b}"
+        );
+    }
+    let after = pushflow_schemas::now_millis();
+
+    let codec = Codec::for_registry(&s.registry).unwrap();
+    let got = consume(
+        &s.topic("notification.delivered"),
+        cases.len() + 1,
+        Duration::from_secs(20),
+    );
+    assert_eq!(
+        consume_all(&s.topic("notification.delivered"), Duration::from_secs(20)).len(),
+        cases.len() + 1,
+        "the 400s produced nothing"
+    );
+    let mut times = Vec::new();
+    for (_, _, _, v) in &got {
+        let e: NotificationDelivered = codec.decode(v).await.unwrap();
+        times.push((e.notification_id, e.occurred_at));
+    }
+    for (why, _, taken) in &cases {
+        if let Some(t) = taken {
+            assert!(
+                times.iter().any(|(n, at)| n == "n-at" && at == t),
+                "{why}: occurred_at {t} in {times:?}"
+            );
+        }
+    }
+    let by_clock = times
+        .iter()
+        .filter(|(_, t)| (now..=after).contains(t))
+        .count();
+    assert_eq!(by_clock, 5, "4 corrected + the old token's: {times:?}");
+    assert!(times
+        .iter()
+        .any(|(n, t)| n == "n-old" && (now..=after).contains(t)));
+    for (r, (reason, before)) in ["absent", "no_issue_time", "before_issue", "future"]
+        .iter()
+        .zip(&before)
+        .enumerate()
+    {
+        let want = [1.0, 1.0, 2.0, 1.0][r];
+        assert!(
+            corrected(reason) >= before + want,
+            "{reason}: {} after {before}",
+            corrected(reason)
+        );
+    }
 }
 
 #[tokio::test]

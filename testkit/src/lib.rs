@@ -64,8 +64,13 @@ pub async fn create_database(name: &str) {
 /// Creates topics (name, partitions) on the test broker and waits until
 /// their metadata is visible.
 pub async fn create_topics(topics: &[(&str, i32)]) {
+    create_topics_on(&brokers(), topics).await
+}
+
+/// [`create_topics`] on the broker at `brokers` (e.g. a [`PrivateBroker`]).
+pub async fn create_topics_on(brokers: &str, topics: &[(&str, i32)]) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
+        .set("bootstrap.servers", brokers)
         .create()
         .expect("admin client");
     let new: Vec<NewTopic> = topics
@@ -87,9 +92,10 @@ pub async fn create_topics(topics: &[(&str, i32)]) {
         }
     }
     let names: Vec<String> = topics.iter().map(|(n, _)| n.to_string()).collect();
+    let brokers = brokers.to_string();
     tokio::task::spawn_blocking(move || {
         pushflow_runtime::kafka::admin::wait_for_leaders(
-            &brokers(),
+            &brokers,
             &Default::default(),
             &names,
             Duration::from_secs(60),

@@ -80,25 +80,6 @@ pub fn load_vapid_key(
     Ok(k)
 }
 
-/// This process's instance id in transactional ids: `PUSHFLOW_INSTANCE_ID`,
-/// else the host name and how many dispatch instances this process started
-/// before (`host-0`, `host-1`, …). Two dispatch processes on one host must
-/// set distinct `PUSHFLOW_INSTANCE_ID`s (the broker would fence one).
-fn instance_id() -> String {
-    static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    if let Some(id) = std::env::var("PUSHFLOW_INSTANCE_ID")
-        .ok()
-        .filter(|v| !v.is_empty())
-    {
-        return if n == 0 { id } else { format!("{id}-{n}") };
-    }
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "host".into());
-    format!("{host}-{n}")
-}
-
 /// Checks a `dispatch` entry of the topology (no network I/O).
 pub fn validate(
     spec: &ComponentSpec,
@@ -174,7 +155,7 @@ impl Dispatch {
         // A transactional id per instance and loop that a restart reuses,
         // so the restarted instance aborts what its predecessor left open
         // at once instead of readers waiting for the transaction timeout.
-        let instance = instance_id();
+        let instance = pushflow_runtime::kafka::instance_id();
         let txn = |lp: &str, timeout: &str| {
             let id = format!("{}-{lp}-{instance}", self.group);
             let mut kafka = self.kafka.clone();

@@ -14,7 +14,7 @@ pub use consumer::{
     run_consumer, run_consumer_transactional, ConsumerSettings, Durable, Handler, Position, Record,
 };
 pub use dlq::DeadLetters;
-pub use producer::{Delivery, Producer};
+pub use producer::{instance_id, Delivery, Producer};
 
 /// A client config for `brokers` with the topology's pass-through map
 /// applied last (so an operator can override anything).

@@ -21,6 +21,26 @@ use std::time::Duration;
 
 use crate::RuntimeError;
 
+/// This process's instance id in transactional ids: `PUSHFLOW_INSTANCE_ID`,
+/// else the host name, and how many ids this process asked for before
+/// (`host-0`, `host-1`, …), so each component instance of a process gets
+/// its own. Two processes on one host must set distinct
+/// `PUSHFLOW_INSTANCE_ID`s (the broker would fence one).
+pub fn instance_id() -> String {
+    static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    if let Some(id) = std::env::var("PUSHFLOW_INSTANCE_ID")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        return if n == 0 { id } else { format!("{id}-{n}") };
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".into());
+    format!("{host}-{n}")
+}
+
 /// Where the broker stored a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Delivery {

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::auth::AuthError;
+use crate::batches::{Batches, Outcome};
 use crate::config::{CorsOrigins, IngestConfig};
 use crate::ratelimit::RateLimiter;
 use crate::records::{parse_body, prepare, BodyKind};
@@ -38,6 +39,8 @@ pub struct Deps {
     /// Prepended to every Kafka topic name written (tests and benchmarks
     /// write to their own topics); empty in production.
     pub topic_prefix: String,
+    /// Multi-record `/v1/events` batches, one transaction each.
+    pub batches: Arc<Batches>,
 }
 
 pub(crate) struct AppState {
@@ -155,6 +158,50 @@ impl AppState {
                 Err(ApiError::unavailable(format!(
                     "broker did not acknowledge within {:?}; retry later",
                     self.cfg.produce_timeout
+                )))
+            }
+        }
+    }
+}
+
+impl AppState {
+    /// Writes a batch of records of `topic` in one Kafka transaction
+    /// ([`crate::batches`]): all of them, or a 503 that says none was
+    /// written (or, when the commit got no answer, that it is unknown).
+    async fn send_batch(
+        &self,
+        topic: &'static Topic,
+        encoded: &[(Vec<u8>, String, String)],
+    ) -> Result<Vec<Delivery>, ApiError> {
+        let name = format!("{}{}", self.deps.topic_prefix, topic.name);
+        let records: Vec<(String, String, Vec<u8>)> = encoded
+            .iter()
+            .map(|(bytes, key, _)| (name.clone(), key.clone(), bytes.clone()))
+            .collect();
+        let n = records.len() as u64;
+        let failed = |why: &str| {
+            metrics::counter!("pushflow_records_failed_total", "component" => "ingest", "topic" => topic.name)
+                .increment(n);
+            tracing::warn!(topic = %name, records = n, why, "batch not acknowledged");
+        };
+        match self.deps.batches.write(&records).await {
+            Outcome::Written(d) => {
+                metrics::counter!("pushflow_records_out_total", "component" => "ingest", "topic" => topic.name)
+                    .increment(n);
+                Ok(d)
+            }
+            Outcome::NotWritten(why) => {
+                failed(&why);
+                Err(ApiError::unavailable(format!(
+                    "{why}; the batch's transaction was aborted: none of its {n} records was \
+                     written; retry the whole batch"
+                )))
+            }
+            Outcome::Unknown(why) => {
+                failed(&why);
+                Err(ApiError::unavailable(format!(
+                    "{why}; whether the batch's {n} records were written is unknown: retry the \
+                     whole batch with the same event_ids (the lake keeps each event_id once)"
                 )))
             }
         }
@@ -329,15 +376,17 @@ async fn events(
     for p in prepared {
         encoded.push((s.encode(topic, p.value).await?, p.key, p.event_id));
     }
-    let sends = encoded
+    let deliveries = match encoded.as_slice() {
+        [(bytes, key, _)] => vec![s.send(topic, key, bytes).await?],
+        _ => s.send_batch(topic, &encoded).await?,
+    };
+    let out: Vec<serde_json::Value> = deliveries
         .iter()
-        .map(|(bytes, key, _)| s.send(topic, key, bytes));
-    let deliveries = futures::future::join_all(sends).await;
-    let mut out = Vec::with_capacity(deliveries.len());
-    for (d, (_, _, event_id)) in deliveries.into_iter().zip(&encoded) {
-        let d = d?;
-        out.push(json!({"partition": d.partition, "offset": d.offset, "event_id": event_id}));
-    }
+        .zip(&encoded)
+        .map(|(d, (_, _, event_id))| {
+            json!({"partition": d.partition, "offset": d.offset, "event_id": event_id})
+        })
+        .collect();
     tracing::debug!(
         topic = topic.name,
         client,

@@ -223,6 +223,12 @@ pub async fn run(
         codec: Arc::new(Codec::new(Arc::new(InMemoryResolver::new()))),
         ping_keys: keys.clone(),
         topic_prefix: prefix.clone(),
+        batches: Arc::new(crate::batches::Batches::new(
+            brokers,
+            &kafka,
+            cfg.produce_timeout,
+            &prefix,
+        )),
     };
     let shutdown = CancellationToken::new();
     let ingest = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::app::{router, Deps};
+use crate::batches::Batches;
 use crate::config::{IngestConfig, IngestSettings};
 use crate::IngestError;
 
@@ -88,6 +89,12 @@ impl Component for IngestComponent {
             codec,
             ping_keys: self.ping_keys,
             topic_prefix: String::new(),
+            batches: Arc::new(Batches::new(
+                &self.brokers,
+                &self.kafka,
+                self.config.produce_timeout,
+                "",
+            )),
         };
         let app = router(self.config, deps).merge(admin_router(ctx.health.clone()));
         ctx.health.ok(&name);

@@ -4,11 +4,13 @@
 //!
 //! Guarantee: a 2xx is answered only after the broker acknowledged every
 //! record of the request (idempotent producer, `acks=all`), so nothing
-//! answered 2xx is lost, even if ingest is killed right after. When the
-//! broker is slow or down a request waits at most `produce_timeout` and
-//! then gets 503 with `Retry-After`; a 503 may still have written some
-//! records of a batch, so clients retry with the same `event_id`s and
-//! consumers deduplicate on them (at-least-once). Bad input is refused
+//! answered 2xx is lost, even if ingest is killed right after. A batch of
+//! several records is one Kafka transaction ([`batches`]): written whole
+//! or not at all. When the broker is slow or down a request waits at most
+//! `produce_timeout` and then gets 503 with `Retry-After`, saying that
+//! nothing was written (or, when a commit got no answer, that this is
+//! unknown); clients retry with the same `event_id`s, and the lake keeps
+//! each `event_id` once. Bad input is refused
 //! with a 4xx that says what to fix and is never produced: a batch is
 //! validated whole before any record of it is sent.
 //!
@@ -20,6 +22,7 @@
 pub mod app;
 mod assets;
 pub mod auth;
+pub mod batches;
 pub mod bench;
 pub mod cli;
 pub mod client_ip;

@@ -399,3 +399,122 @@ async fn the_bench_runs_end_to_end_against_the_broker() {
     assert_eq!(report.ingest.errors, 0, "{report:?}");
     assert!(report.ingest.p50_ms > 0.0 && report.ingest.p99_ms >= report.ingest.p50_ms);
 }
+
+/// High watermark summed over `topic`'s partitions (records written,
+/// committed or not).
+fn written(c: &rdkafka::consumer::BaseConsumer, topic: &str) -> i64 {
+    use rdkafka::consumer::Consumer;
+    (0..3)
+        .map(|p| {
+            c.fetch_watermarks(topic, p, Duration::from_secs(2))
+                .map(|(_, high)| high)
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+/// Records and distinct event ids on `topic`, read_committed by an
+/// independent client (tests/python/event_ids.py).
+fn committed(brokers: &str, registry: &str, topic: &str) -> (i64, i64) {
+    let out = pushflow_testkit::python("event_ids.py", &[brokers, registry, topic]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    (
+        v[topic]["records"].as_i64().unwrap(),
+        v[topic]["distinct_event_ids"].as_i64().unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_written_whole_or_not_at_all_when_the_broker_stops_mid_batch() {
+    const N: usize = 30_000;
+    let mut broker = pushflow_testkit::PrivateBroker::start();
+    let s = start_with(
+        &settings_yaml("max_body: 16MiB\nproduce_timeout: 3s\n"),
+        &broker.addr,
+        &["campaign.launched"],
+        None,
+    )
+    .await;
+    let topic = s.topic("campaign.launched");
+    let body: String = (0..N)
+        .map(|i| {
+            let id = format!("00000000-0000-4000-8000-{i:012}");
+            format!(
+                "{}\n",
+                json!({"store_id": "s1", "campaign_id": format!("c-{i}"), "event_id": id})
+            )
+        })
+        .collect();
+    let http = client();
+    let send = |body: String| {
+        http.post(format!("{}/v1/events/campaign.launched", s.url))
+            .bearer_auth(DEV_TOKEN)
+            .header("content-type", "application/x-ndjson")
+            .body(body)
+            .send()
+    };
+
+    // The broker dies once the first records of the batch are on it.
+    let watcher: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        // The high watermark, not the last stable offset: records of an
+        // open transaction count.
+        .set("isolation.level", "read_uncommitted")
+        .set("log_level", "0")
+        .create()
+        .unwrap();
+    written(&watcher, &topic); // connected before the batch starts
+    let first = tokio::spawn(send(body.clone()));
+    let started = std::time::Instant::now();
+    while written(&watcher, &topic) == 0 {
+        assert!(
+            !first.is_finished() && started.elapsed() < Duration::from_secs(30),
+            "the batch was answered before any record reached the broker"
+        );
+    }
+    broker.stop();
+    let r = first.await.unwrap().unwrap();
+    let status = r.status().as_u16();
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(
+        status,
+        503,
+        "the batch committed before the broker died (a faster machine than this test assumes): {}",
+        answer.to_string().chars().take(300).collect::<String>()
+    );
+    let msg = answer["error"].as_str().unwrap();
+    assert!(
+        msg.contains(&format!("none of its {N} records was written")),
+        "{msg}"
+    );
+
+    // Back up: nothing of that batch is visible to read_committed readers
+    // (the aborted transaction's records are skipped) ...
+    broker.restart();
+    assert_eq!(
+        committed(&broker.addr, &s.registry, &topic),
+        (0, 0),
+        "a 503 that says nothing was written"
+    );
+    // ... and the client's retry of the same batch writes each event once.
+    let started = std::time::Instant::now();
+    let records = loop {
+        let r = send(body.clone()).await.unwrap();
+        if r.status().as_u16() == 201 {
+            let v: Value = r.json().await.unwrap();
+            break v["records"].as_array().unwrap().len();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the retry was not accepted within 90 s: {}",
+            r.text().await.unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(records, N);
+    assert_eq!(
+        committed(&broker.addr, &s.registry, &topic),
+        (N as i64, N as i64),
+        "every record of the batch once"
+    );
+}

@@ -67,7 +67,7 @@ pub async fn start_with(
     let names: Vec<String> = topics.iter().map(|t| format!("{prefix}{t}")).collect();
     if !names.is_empty() {
         let specs: Vec<(&str, i32)> = names.iter().map(|n| (n.as_str(), 3)).collect();
-        pushflow_testkit::create_topics(&specs).await;
+        pushflow_testkit::create_topics_on(brokers, &specs).await;
     }
     start_on(settings, brokers, &prefix, registry).await
 }
@@ -83,6 +83,12 @@ pub async fn start_on(settings: &str, brokers: &str, prefix: &str, registry: Str
         codec: Arc::new(Codec::for_registry(&registry).unwrap()),
         ping_keys: keys.clone(),
         topic_prefix: prefix.clone(),
+        batches: Arc::new(pushflow_ingest::batches::Batches::new(
+            brokers,
+            &BTreeMap::new(),
+            cfg.produce_timeout,
+            &prefix,
+        )),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

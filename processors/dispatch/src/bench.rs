@@ -125,7 +125,11 @@ async fn start_sim(
 }
 
 fn payload(keys: &PingKeys, sub: &SimSubscription, i: usize) -> Vec<u8> {
-    let nid = crate::notification_id("bench-campaign", &format!("{}-{i}", sub.subscriber_id));
+    let nid = crate::notification_id(
+        "bench-store",
+        "bench-campaign",
+        &format!("{}-{i}", sub.subscriber_id),
+    );
     let token = keys.mint(&PingClaims {
         notification_id: nid.clone(),
         campaign_id: "bench-campaign".into(),

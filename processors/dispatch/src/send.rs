@@ -223,7 +223,7 @@ impl BatchHandler {
     /// decided now.
     pub async fn dispatch(&self, b: &DispatchBatch, at: BatchAt) -> Result<usize, DispatchError> {
         let s = &self.shared;
-        let Some(c) = s.store.campaign(&b.campaign_id).await? else {
+        let Some(c) = s.store.campaign(&b.store_id, &b.campaign_id).await? else {
             return Err(DispatchError::BadRecord(format!(
                 "batch {} names campaign {:?}, whose campaign.created dispatch never saw",
                 b.batch_key, b.campaign_id
@@ -232,7 +232,10 @@ impl BatchHandler {
         let pairs: Vec<(String, String)> = b
             .subscriber_ids
             .iter()
-            .map(|sub| (sub.clone(), notification_id(&c.campaign_id, sub)))
+            .map(|sub| {
+                let nid = notification_id(&c.store_id, &c.campaign_id, sub);
+                (sub.clone(), nid)
+            })
             .collect();
         let nids: Vec<String> = pairs.iter().map(|p| p.1.clone()).collect();
         let decided = s.store.outcomes(&nids).await?;
@@ -251,7 +254,7 @@ impl BatchHandler {
             return Ok(0);
         }
         let ids: Vec<String> = todo.iter().map(|p| p.0.clone()).collect();
-        let subs = s.store.subscriptions(&ids).await?;
+        let subs = s.store.subscriptions(&b.store_id, &ids).await?;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<OutcomeRow>(CHUNK * 2);
         let mut rows = Vec::new();
         for (sub, nid) in todo.iter().map(|p| (&p.0, &p.1)) {

@@ -71,10 +71,15 @@ impl Topics {
 
 const NS: Uuid = Uuid::from_u128(0x5d1f_7c1e_8a0b_4e3a_9c55_7075_7368_666c);
 
-/// The notification id of (campaign, subscriber): UUIDv5, so a replayed
-/// batch finds the outcome it already decided.
-pub fn notification_id(campaign_id: &str, subscriber_id: &str) -> String {
-    Uuid::new_v5(&NS, format!("{campaign_id}\n{subscriber_id}").as_bytes()).to_string()
+/// The notification id of (store, campaign, subscriber): UUIDv5, so a
+/// replayed batch finds the outcome it already decided; the store is part
+/// of it because campaign and subscriber ids are unique only per store.
+pub fn notification_id(store_id: &str, campaign_id: &str, subscriber_id: &str) -> String {
+    Uuid::new_v5(
+        &NS,
+        format!("{store_id}\n{campaign_id}\n{subscriber_id}").as_bytes(),
+    )
+    .to_string()
 }
 
 /// A deterministic event id derived from `parts`.

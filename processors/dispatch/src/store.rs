@@ -33,33 +33,36 @@ const SCHEMA_LOCK: i64 = 0x7075_7368_6469_7370;
 const DDL: &str = r#"
 CREATE SCHEMA IF NOT EXISTS dispatch;
 CREATE TABLE IF NOT EXISTS dispatch.subscriptions (
-    subscriber_id text PRIMARY KEY,
+    subscriber_id text NOT NULL,
     store_id      text NOT NULL,
     endpoint      text NOT NULL,
     p256dh        text NOT NULL,
     auth          text NOT NULL,
     expired       boolean NOT NULL DEFAULT false,
-    updated_at    timestamptz NOT NULL DEFAULT now()
+    updated_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (store_id, subscriber_id)
 );
 CREATE INDEX IF NOT EXISTS subscriptions_active
     ON dispatch.subscriptions (store_id, subscriber_id) WHERE NOT expired;
 CREATE TABLE IF NOT EXISTS dispatch.campaigns (
-    campaign_id text PRIMARY KEY,
+    campaign_id text NOT NULL,
     store_id    text NOT NULL,
     title       text NOT NULL,
     body        text NOT NULL,
     url         text NOT NULL,
     icon        text,
     ttl_seconds integer NOT NULL,
-    urgency     text NOT NULL
+    urgency     text NOT NULL,
+    PRIMARY KEY (store_id, campaign_id)
 );
 CREATE TABLE IF NOT EXISTS dispatch.launches (
-    campaign_id text PRIMARY KEY,
+    campaign_id text NOT NULL,
     store_id    text NOT NULL,
     planned     boolean NOT NULL DEFAULT false,
     batches     integer,
     audience    bigint,
-    launched_at timestamptz NOT NULL DEFAULT now()
+    launched_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (store_id, campaign_id)
 );
 CREATE TABLE IF NOT EXISTS dispatch.outcomes (
     notification_id text PRIMARY KEY,
@@ -82,7 +85,32 @@ ALTER TABLE dispatch.outcomes ADD COLUMN IF NOT EXISTS batch_offset bigint NOT N
 ALTER TABLE dispatch.launches ADD COLUMN IF NOT EXISTS plan_topic text;
 ALTER TABLE dispatch.launches ADD COLUMN IF NOT EXISTS plan_partition integer;
 ALTER TABLE dispatch.launches ADD COLUMN IF NOT EXISTS plan_offset bigint;
+-- Ids are unique per store (DESIGN.md): tables made before keyed
+-- subscriptions, campaigns and launches by their id alone; key them by
+-- (store_id, id). Their rows already carry store_id, so nothing moves.
+DO $$
+DECLARE t text;
+BEGIN
+  FOREACH t IN ARRAY ARRAY['subscriptions:subscriber_id', 'campaigns:campaign_id', 'launches:campaign_id'] LOOP
+    IF (SELECT pg_get_constraintdef(c.oid) FROM pg_constraint c
+        WHERE c.conrelid = ('dispatch.' || split_part(t, ':', 1))::regclass AND c.contype = 'p')
+       = 'PRIMARY KEY (' || split_part(t, ':', 2) || ')' THEN
+      EXECUTE format('ALTER TABLE dispatch.%I DROP CONSTRAINT %I, ADD PRIMARY KEY (store_id, %I)',
+                     split_part(t, ':', 1), split_part(t, ':', 1) || '_pkey', split_part(t, ':', 2));
+    END IF;
+  END LOOP;
+END $$;
+CREATE INDEX IF NOT EXISTS outcomes_store_campaign ON dispatch.outcomes (store_id, campaign_id);
 "#;
+
+/// A campaign: ids are unique per store, so (store, campaign) names one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CampaignKey {
+    /// The store.
+    pub store_id: String,
+    /// The campaign, unique within its store.
+    pub campaign_id: String,
+}
 
 /// A subscription as the view holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,9 +180,9 @@ impl Store {
         &self,
         subs: &[SubscriptionCreated],
     ) -> Result<(), DispatchError> {
-        let mut last: HashMap<&str, &SubscriptionCreated> = HashMap::new();
+        let mut last: HashMap<(&str, &str), &SubscriptionCreated> = HashMap::new();
         for s in subs {
-            last.insert(&s.subscriber_id, s);
+            last.insert((&s.store_id, &s.subscriber_id), s);
         }
         let col = |f: fn(&SubscriptionCreated) -> &str| {
             last.values().map(|s| f(s).to_string()).collect::<Vec<_>>()
@@ -171,7 +199,7 @@ impl Store {
             .execute(
                 "INSERT INTO dispatch.subscriptions (subscriber_id, store_id, endpoint, p256dh, auth)
                  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
-                 ON CONFLICT (subscriber_id) DO UPDATE SET store_id = EXCLUDED.store_id,
+                 ON CONFLICT (store_id, subscriber_id) DO UPDATE SET
                    endpoint = EXCLUDED.endpoint, p256dh = EXCLUDED.p256dh, auth = EXCLUDED.auth, updated_at = now()",
                 &[&ids, &stores, &eps, &keys, &auths],
             )
@@ -191,8 +219,8 @@ impl Store {
             .await?
             .execute(
                 "INSERT INTO dispatch.subscriptions (subscriber_id, store_id, endpoint, p256dh, auth, expired)
-                 SELECT DISTINCT ON (id) id, st, '', '', '', true FROM unnest($1::text[], $2::text[]) AS u(id, st)
-                 ON CONFLICT (subscriber_id) DO UPDATE SET expired = true, updated_at = now()",
+                 SELECT DISTINCT ON (st, id) id, st, '', '', '', true FROM unnest($1::text[], $2::text[]) AS u(id, st)
+                 ON CONFLICT (store_id, subscriber_id) DO UPDATE SET expired = true, updated_at = now()",
                 &[&ids, &stores],
             )
             .await
@@ -208,7 +236,7 @@ impl Store {
             .execute(
                 "INSERT INTO dispatch.campaigns (campaign_id, store_id, title, body, url, icon, ttl_seconds, urgency)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                 ON CONFLICT (campaign_id) DO UPDATE SET store_id = $2, title = $3, body = $4, url = $5,
+                 ON CONFLICT (store_id, campaign_id) DO UPDATE SET title = $3, body = $4, url = $5,
                    icon = $6, ttl_seconds = $7, urgency = $8",
                 &[&c.campaign_id, &c.store_id, &c.title, &c.body, &c.url, &c.icon, &c.ttl_seconds, &urgency],
             )
@@ -217,14 +245,19 @@ impl Store {
         Ok(())
     }
 
-    /// Campaign content, if `campaign.created` was seen.
-    pub async fn campaign(&self, id: &str) -> Result<Option<CampaignCreated>, DispatchError> {
+    /// Campaign `id` of `store`, if its `campaign.created` was seen.
+    pub async fn campaign(
+        &self,
+        store: &str,
+        id: &str,
+    ) -> Result<Option<CampaignCreated>, DispatchError> {
         let row = self
             .client()
             .await?
             .query_opt(
-                "SELECT store_id, title, body, url, icon, ttl_seconds, urgency FROM dispatch.campaigns WHERE campaign_id = $1",
-                &[&id],
+                "SELECT store_id, title, body, url, icon, ttl_seconds, urgency FROM dispatch.campaigns
+                 WHERE store_id = $1 AND campaign_id = $2",
+                &[&store, &id],
             )
             .await
             .map_err(db)?;
@@ -263,32 +296,43 @@ impl Store {
         Ok(())
     }
 
-    /// The plan state of the launched campaigns among `ids` (campaigns not
-    /// launched are absent).
-    pub async fn plans(&self, ids: &[String]) -> Result<HashMap<String, Plan>, DispatchError> {
+    /// The plan state of the launched campaigns among `ids` (store,
+    /// campaign); campaigns not launched are absent.
+    pub async fn plans(
+        &self,
+        ids: &[CampaignKey],
+    ) -> Result<HashMap<CampaignKey, Plan>, DispatchError> {
+        let stores: Vec<&str> = ids.iter().map(|k| k.store_id.as_str()).collect();
+        let campaigns: Vec<&str> = ids.iter().map(|k| k.campaign_id.as_str()).collect();
         let rows = self
             .client()
             .await?
             .query(
-                "SELECT campaign_id, planned, plan_topic, plan_partition, plan_offset
-                 FROM dispatch.launches WHERE campaign_id = ANY($1)",
-                &[&ids],
+                "SELECT l.store_id, l.campaign_id, planned, plan_topic, plan_partition, plan_offset
+                 FROM dispatch.launches l
+                 JOIN unnest($1::text[], $2::text[]) AS k(store_id, campaign_id)
+                   ON l.store_id = k.store_id AND l.campaign_id = k.campaign_id",
+                &[&stores, &campaigns],
             )
             .await
             .map_err(db)?;
         Ok(rows
             .iter()
             .map(|r| {
-                let plan = match (r.get::<_, bool>(1), r.get::<_, Option<String>>(2)) {
+                let plan = match (r.get::<_, bool>(2), r.get::<_, Option<String>>(3)) {
                     (false, _) => Plan::Waiting,
                     (true, None) => Plan::Planned(None),
                     (true, Some(topic)) => Plan::Planned(Some(Cause {
                         topic,
-                        partition: r.get::<_, Option<i32>>(3).unwrap_or(-1),
-                        offset: r.get::<_, Option<i64>>(4).unwrap_or(-1),
+                        partition: r.get::<_, Option<i32>>(4).unwrap_or(-1),
+                        offset: r.get::<_, Option<i64>>(5).unwrap_or(-1),
                     })),
                 };
-                (r.get(0), plan)
+                let key = CampaignKey {
+                    store_id: r.get(0),
+                    campaign_id: r.get(1),
+                };
+                (key, plan)
             })
             .collect())
     }
@@ -297,7 +341,7 @@ impl Store {
     /// holds the batch records.
     pub async fn planned(
         &self,
-        campaign_id: &str,
+        campaign: &CampaignKey,
         batches: i32,
         audience: i64,
         cause: &Cause,
@@ -306,14 +350,16 @@ impl Store {
             .await?
             .execute(
                 "UPDATE dispatch.launches SET planned = true, batches = $2, audience = $3,
-                    plan_topic = $4, plan_partition = $5, plan_offset = $6 WHERE campaign_id = $1",
+                    plan_topic = $4, plan_partition = $5, plan_offset = $6
+                 WHERE campaign_id = $1 AND store_id = $7",
                 &[
-                    &campaign_id,
+                    &campaign.campaign_id,
                     &batches,
                     &audience,
                     &cause.topic,
                     &cause.partition,
                     &cause.offset,
+                    &campaign.store_id,
                 ],
             )
             .await
@@ -356,17 +402,19 @@ impl Store {
         Ok(row.get(0))
     }
 
-    /// The subscriptions among `ids` the view knows.
+    /// The subscriptions of `store` among `ids` the view knows.
     pub async fn subscriptions(
         &self,
+        store: &str,
         ids: &[String],
     ) -> Result<HashMap<String, Subscription>, DispatchError> {
         let rows = self
             .client()
             .await?
             .query(
-                "SELECT subscriber_id, endpoint, p256dh, auth, expired FROM dispatch.subscriptions WHERE subscriber_id = ANY($1)",
-                &[&ids],
+                "SELECT subscriber_id, endpoint, p256dh, auth, expired FROM dispatch.subscriptions
+                 WHERE store_id = $1 AND subscriber_id = ANY($2)",
+                &[&store, &ids],
             )
             .await
             .map_err(db)?;

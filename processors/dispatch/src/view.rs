@@ -23,7 +23,7 @@ use pushflow_schemas::{
 
 use crate::batch::DispatchBatch;
 use crate::shared::{derived_id, Cause, Shared};
-use crate::store::Plan;
+use crate::store::{CampaignKey, Plan};
 use crate::DispatchError;
 use std::collections::BTreeMap;
 
@@ -61,7 +61,9 @@ impl ViewHandler {
                 let Some(last) = ids.last() else { break };
                 after = last.clone();
                 audience += ids.len() as i64;
-                let key = format!("{}:{batch_no}", campaign.campaign_id);
+                // The store is part of the key: campaign ids are unique
+                // per store only.
+                let key = format!("{}:{}:{batch_no}", campaign.store_id, campaign.campaign_id);
                 let b = DispatchBatch {
                     event_id: derived_id(&[&key, "batch"]),
                     occurred_at: started,
@@ -85,9 +87,11 @@ impl ViewHandler {
                 r?;
             }
         }
-        s.store
-            .planned(&campaign.campaign_id, batch_no, audience, cause)
-            .await?;
+        let key = CampaignKey {
+            store_id: campaign.store_id.clone(),
+            campaign_id: campaign.campaign_id.clone(),
+        };
+        s.store.planned(&key, batch_no, audience, cause).await?;
         tracing::info!(component = %s.name, campaign_id = %campaign.campaign_id, store_id = %campaign.store_id, batches = batch_no, audience, "campaign planned");
         Ok(batch_no)
     }
@@ -147,17 +151,21 @@ impl ViewHandler {
         }
         // Each campaign whose content or launch came in this batch, with
         // the last record that names it (any of them commits with the plan).
-        let mut touched: BTreeMap<String, Cause> = BTreeMap::new();
+        let key = |store_id: &str, campaign_id: &str| CampaignKey {
+            store_id: store_id.to_string(),
+            campaign_id: campaign_id.to_string(),
+        };
+        let mut touched: BTreeMap<CampaignKey, Cause> = BTreeMap::new();
         for (c, cause) in &campaigns {
-            touched.insert(c.campaign_id.clone(), cause.clone());
+            touched.insert(key(&c.store_id, &c.campaign_id), cause.clone());
         }
         for (l, cause) in &launches {
-            touched.insert(l.campaign_id.clone(), cause.clone());
+            touched.insert(key(&l.store_id, &l.campaign_id), cause.clone());
         }
         if touched.is_empty() {
             return Ok(());
         }
-        let ids: Vec<String> = touched.keys().cloned().collect();
+        let ids: Vec<CampaignKey> = touched.keys().cloned().collect();
         let plans = s.store.plans(&ids).await?;
         for (id, cause) in touched {
             let plan_now = match plans.get(&id) {
@@ -172,12 +180,12 @@ impl ViewHandler {
             if !plan_now {
                 continue;
             }
-            match s.store.campaign(&id).await? {
+            match s.store.campaign(&id.store_id, &id.campaign_id).await? {
                 Some(c) => {
                     self.plan(&c, &cause).await?;
                 }
                 None => {
-                    tracing::info!(component = %s.name, campaign_id = %id, "launch waits for campaign.created")
+                    tracing::info!(component = %s.name, store_id = %id.store_id, campaign_id = %id.campaign_id, "launch waits for campaign.created")
                 }
             }
         }

@@ -93,7 +93,7 @@ async fn campaign_with_faults_then_second_campaign_skips_expired() {
     {
         assert_eq!(
             d.notification_id,
-            notification_id(&campaign.campaign_id, &d.subscriber_id)
+            notification_id(&campaign.store_id, &campaign.campaign_id, &d.subscriber_id)
         );
         assert!(
             seen.insert(d.subscriber_id.clone(), Expect::Dispatched)
@@ -165,7 +165,7 @@ async fn campaign_with_faults_then_second_campaign_skips_expired() {
         );
         let r = &got[0];
         let p = r.payload.as_ref().expect("decrypted payload");
-        let nid = notification_id(&campaign.campaign_id, id);
+        let nid = notification_id(&campaign.store_id, &campaign.campaign_id, id);
         assert_eq!(p["notification_id"], nid.as_str());
         assert_eq!(p["campaign_id"], campaign.campaign_id.as_str());
         assert_eq!(p["title"], "Winter sale");

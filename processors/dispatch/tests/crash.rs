@@ -152,7 +152,7 @@ async fn survives_kill_9_mid_campaign() {
     {
         assert_eq!(
             d.notification_id,
-            notification_id(&campaign.campaign_id, &d.subscriber_id)
+            notification_id(&campaign.store_id, &campaign.campaign_id, &d.subscriber_id)
         );
         events
             .entry(d.subscriber_id.clone())

@@ -123,12 +123,24 @@ impl Env {
 
     /// Publishes a campaign and its launch; returns the campaign.
     pub async fn launch(&self, store_id: &str) -> CampaignCreated {
+        self.launch_as(store_id, &pushflow_testkit::unique("camp"), "Winter sale")
+            .await
+    }
+
+    /// Publishes campaign `campaign_id` of `store_id` titled `title`, and
+    /// its launch.
+    pub async fn launch_as(
+        &self,
+        store_id: &str,
+        campaign_id: &str,
+        title: &str,
+    ) -> CampaignCreated {
         let c = CampaignCreated {
             event_id: new_event_id(),
             occurred_at: now_millis(),
             store_id: store_id.into(),
-            campaign_id: pushflow_testkit::unique("camp"),
-            title: "Winter sale".into(),
+            campaign_id: campaign_id.into(),
+            title: title.into(),
             body: "Everything -30 % until Sunday".into(),
             url: "https://shop.example/sale".into(),
             icon: Some("https://shop.example/icon.png".into()),

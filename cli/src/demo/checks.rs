@@ -172,6 +172,22 @@ pub async fn wait_billing(
     .await
 }
 
+/// The aggregate's own late counts for `store_id` (see
+/// [`crate::demo::report::PingFigures::counted_late`]).
+pub async fn counted_late(env: &DemoEnv, store_id: &str) -> Result<Vec<(String, i64)>, Failure> {
+    let schema = env
+        .topology
+        .components
+        .iter()
+        .find(|c| c.kind == "aggregate")
+        .and_then(|c| c.settings.get("schema").and_then(|s| s.as_str()))
+        .unwrap_or("aggregate")
+        .to_string();
+    pushflow_aggregate::billing::late_counts(&env.topology.services.database_url, &schema, store_id)
+        .await
+        .map_err(|e| Failure::Other(e.into()))
+}
+
 /// What the lake holds for the demo's merchant.
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct LakeCounts {

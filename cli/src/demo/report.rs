@@ -57,6 +57,12 @@ pub struct PingFigures {
     pub distinct_delivered: u64,
     /// Distinct notifications pinged `clicked` (ground truth).
     pub distinct_clicked: u64,
+    /// What the aggregate itself counted late for a window (its table
+    /// `late_events`): (window size, distinct (notification, kind)). The
+    /// held-back pings carry their shown time, so they are late in event
+    /// time; the aggregate calls one late only once its window's end plus
+    /// grace is behind the partition's watermark.
+    pub counted_late: Vec<(String, i64)>,
 }
 
 /// What `pushflow demo` reports.
@@ -126,6 +132,7 @@ impl Report {
             late: *late,
             distinct_delivered: truth.delivered.len() as u64,
             distinct_clicked: truth.clicked.len() as u64,
+            counted_late: Vec::new(),
         };
     }
 
@@ -261,12 +268,25 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "  pings         {} delivered + {} clicked accepted ({} of them late); {} / {} distinct",
+            "  pings         {} delivered + {} clicked accepted ({} of them held back, sent late with their shown time); {} / {} distinct",
             p.on_time.delivered + p.late.delivered,
             p.on_time.clicked + p.late.clicked,
             p.late.delivered + p.late.clicked,
             p.distinct_delivered,
             p.distinct_clicked
+        );
+        let counted: Vec<String> = p
+            .counted_late
+            .iter()
+            .map(|(w, n)| format!("{n} for the {w} windows"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "  late          the aggregate counted {} late (window end + grace behind the watermark; still billed)",
+            match counted.is_empty() {
+                true => "none".to_string(),
+                false => counted.join(", "),
+            }
         );
         if let Some(b) = &self.billing {
             let _ =

@@ -213,6 +213,7 @@ pub async fn scenario(env: &DemoEnv, args: &DemoArgs, phases: &Phases) -> Result
     let t = Instant::now();
     report.billing = Some(checks::wait_billing(env, &store_id, &truth, args, &bar).await?);
     bar.finish();
+    report.pings.counted_late = checks::counted_late(env, &store_id).await?;
     report.phase("billing", t.elapsed());
     let expected = report.expected_lake_rows();
     let bar = phases.bar("lake", expected.values().sum::<u64>());

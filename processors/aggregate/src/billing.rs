@@ -59,6 +59,31 @@ pub async fn rows(
         .collect())
 }
 
+/// The pings the aggregate counted late for a window of `store_id`'s
+/// campaigns (table `<schema>.late_events`): (window size as Postgres
+/// prints the interval, e.g. `00:01:00`, distinct (notification, kind)).
+pub async fn late_counts(
+    database_url: &str,
+    schema: &str,
+    store_id: &str,
+) -> Result<Vec<(String, i64)>, AggregateError> {
+    let client = store::connect(database_url).await?;
+    let rows = client
+        .query(
+            &format!(
+                "SELECT window_size::text, count(DISTINCT (notification_id, kind)) FROM {schema}.late_events
+                 WHERE store_id = $1 GROUP BY window_size ORDER BY window_size"
+            ),
+            &[&store_id],
+        )
+        .await
+        .map_err(|source| AggregateError::Postgres {
+            context: format!("read {schema}.late_events"),
+            source,
+        })?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
 /// Formats rows as the command prints them.
 pub fn render(rows: &[BillingRow], format: Format) -> String {
     match format {

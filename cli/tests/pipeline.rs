@@ -13,16 +13,10 @@ use std::time::{Duration, Instant};
 
 const SUBSCRIBERS: u64 = 400;
 
-const TOPICS: [&str; 8] = [
-    "campaign.created",
-    "campaign.launched",
-    "subscription.created",
-    "subscription.expired",
-    "notification.dispatched",
-    "notification.failed",
-    "notification.delivered",
-    "notification.clicked",
-];
+/// Every topic of the catalogue.
+fn topics() -> impl Iterator<Item = &'static str> {
+    pushflow_schemas::CATALOGUE.iter().map(|t| t.name)
+}
 
 fn free_addr() -> String {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -79,8 +73,8 @@ async fn demo_runs_the_whole_pipeline_exactly_once() {
 
     // The broker's records, per topic, counted by another Kafka client.
     let mut args: Vec<String> = vec![broker.addr.clone()];
-    args.extend(TOPICS.iter().map(|t| t.to_string()));
-    args.extend(TOPICS.iter().map(|t| format!("{t}.dlq")));
+    args.extend(topics().map(|t| t.to_string()));
+    args.extend(topics().map(|t| format!("{t}.dlq")));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let records: BTreeMap<String, i64> =
         serde_json::from_str(&pushflow_testkit::python("topic_counts.py", &args)).unwrap();
@@ -94,7 +88,7 @@ async fn demo_runs_the_whole_pipeline_exactly_once() {
     let lake_dir = lake.display().to_string();
     let counted: Value =
         serde_json::from_str(&pushflow_testkit::python("lake_counts.py", &[&lake_dir])).unwrap();
-    for topic in TOPICS {
+    for topic in topics() {
         let table = topic.replace('.', "_");
         let rows = counted[&table]["rows"].as_i64().unwrap_or(0);
         let distinct = counted[&table]["distinct_event_ids"].as_i64().unwrap_or(0);

@@ -20,31 +20,22 @@
 
 use pushflow_runtime::codec::Codec;
 use pushflow_schemas::{Event, NotificationDelivered};
+use pushflow_testkit::{S3_KEY, S3_REGION};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const SUBSCRIBERS: u64 = 300;
 
-const TOPICS: [&str; 8] = [
-    "campaign.created",
-    "campaign.launched",
-    "subscription.created",
-    "subscription.expired",
-    "notification.dispatched",
-    "notification.failed",
-    "notification.delivered",
-    "notification.clicked",
-];
-
-/// moto's credentials: any key is accepted.
-const S3_KEY: &str = "test";
-const S3_REGION: &str = "us-east-1";
+/// Every topic of the catalogue.
+fn topics() -> impl Iterator<Item = &'static str> {
+    pushflow_schemas::CATALOGUE.iter().map(|t| t.name)
+}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -101,44 +92,6 @@ async fn run_bounded(cmd: &mut Command, within: Duration, what: &str) -> Output 
         String::from_utf8_lossy(&out.stderr)
     );
     out
-}
-
-/// The S3 endpoint: `PUSHFLOW_S3_ENDPOINT` (scripts/services up --s3) when
-/// it answers, else a moto server of the test's own.
-fn s3_endpoint() -> (String, Option<Killed>) {
-    let configured =
-        std::env::var("PUSHFLOW_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:9000".into());
-    let hostport = configured
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
-    if TcpStream::connect(&hostport).is_ok() {
-        return (configured, None);
-    }
-    let port = free_port();
-    let child = Command::new("python3")
-        .args([
-            "-m",
-            "moto.server",
-            "-H",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start moto (pip package moto[server], see tests/python/requirements.txt)");
-    let child = Killed(child);
-    let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "moto did not start on port {port}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    (format!("http://127.0.0.1:{port}"), Some(child))
 }
 
 /// How long Trino may take to start, its first fetch with Maven included.
@@ -326,7 +279,7 @@ async fn trino_runs_the_printed_ddl_and_agrees_with_topics_and_billing() {
     std::fs::create_dir_all(&work).unwrap();
 
     // 1. Trino first: it takes half a minute to start, meanwhile the rest runs.
-    let (s3, _moto) = s3_endpoint();
+    let (s3, _moto) = pushflow_testkit::s3_endpoint();
     let trino_port = free_port();
     let trino_log = work.join("trino.log");
     let log = std::fs::File::create(&trino_log).unwrap();
@@ -494,7 +447,7 @@ async fn trino_runs_the_printed_ddl_and_agrees_with_topics_and_billing() {
         .count();
     assert_eq!(
         (creates, calls),
-        (TOPICS.len(), TOPICS.len()),
+        (topics().count(), topics().count()),
         "a table and a partition sync per topic: {statements:#?}"
     );
     for round in 0..2 {
@@ -510,12 +463,12 @@ async fn trino_runs_the_printed_ddl_and_agrees_with_topics_and_billing() {
 
     // 7. Rows per table = records on the topic (read by another client).
     let mut args: Vec<String> = vec![broker.addr.clone()];
-    args.extend(TOPICS.iter().map(|t| t.to_string()));
+    args.extend(topics().map(|t| t.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let records: BTreeMap<String, i64> =
         serde_json::from_str(&pushflow_testkit::python("topic_counts.py", &args)).unwrap();
     let mut rows = BTreeMap::new();
-    for topic in TOPICS {
+    for topic in topics() {
         let r = trino
             .query(&format!("SELECT count(*) FROM {}", table(topic)))
             .await;

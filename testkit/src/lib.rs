@@ -12,7 +12,7 @@ mod moto;
 mod postgres;
 
 pub use broker::PrivateBroker;
-pub use moto::{Moto, S3_KEY, S3_REGION};
+pub use moto::{s3_endpoint, Moto, S3_KEY, S3_REGION};
 pub use postgres::PrivatePostgres;
 
 use rand::Rng;

@@ -86,6 +86,24 @@ impl Moto {
     }
 }
 
+/// The S3 server tests share — `PUSHFLOW_S3_ENDPOINT` (default
+/// `http://127.0.0.1:9000`, `scripts/services up --s3`) when it answers —
+/// else a [`Moto`] of the test's own: (endpoint, the private server to
+/// keep alive while the test runs).
+pub fn s3_endpoint() -> (String, Option<Moto>) {
+    let configured =
+        std::env::var("PUSHFLOW_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:9000".into());
+    let hostport = configured
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    if TcpStream::connect(&hostport).is_ok() {
+        return (configured, None);
+    }
+    let m = Moto::start();
+    (m.endpoint(), Some(m))
+}
+
 impl Drop for Moto {
     fn drop(&mut self) {
         self.stop();

@@ -426,7 +426,7 @@ fn committed(brokers: &str, registry: &str, topic: &str) -> (i64, i64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_is_written_whole_or_not_at_all_when_the_broker_stops_mid_batch() {
-    const N: usize = 30_000;
+    const N: usize = 60_000;
     let mut broker = pushflow_testkit::PrivateBroker::start();
     let s = start_with(
         &settings_yaml("max_body: 16MiB\nproduce_timeout: 3s\n"),

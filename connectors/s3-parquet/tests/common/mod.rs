@@ -13,7 +13,6 @@ use pushflow_s3_parquet::sink::{S3ParquetSink, SinkConfig, Stats};
 use pushflow_schemas::{Event, NotificationDelivered};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
@@ -154,44 +153,11 @@ pub fn test_config(max_records: u64) -> SinkConfig {
     }
 }
 
-/// A moto S3 server: (endpoint, the child to kill when done, if we started it).
-pub fn moto() -> (String, Option<Child>) {
-    if std::net::TcpStream::connect("127.0.0.1:9000").is_ok() {
-        return ("http://127.0.0.1:9000".into(), None);
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("python3")
-        .args([
-            "-m",
-            "moto.server",
-            "-H",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start moto (pip package moto[server], see tests/python/requirements.txt)");
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "moto did not start on port {port}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    (format!("http://127.0.0.1:{port}"), Some(child))
-}
-
-/// A moto S3 server with a fresh bucket named after `prefix`:
-/// (endpoint, bucket, the moto child to kill when done, if we started it).
-pub fn moto_bucket(prefix: &str) -> (String, String, Option<Child>) {
-    let (endpoint, child) = moto();
+/// An S3 server ([`pushflow_testkit::s3_endpoint`]) with a fresh bucket
+/// named after `prefix`: (endpoint, bucket, the private server to keep
+/// alive, if one was started).
+pub fn moto_bucket(prefix: &str) -> (String, String, Option<pushflow_testkit::Moto>) {
+    let (endpoint, child) = pushflow_testkit::s3_endpoint();
     let bucket = pushflow_testkit::unique(prefix).to_lowercase();
     python("lake_s3_check.py", &["create", &endpoint, &bucket]);
     (endpoint, bucket, child)

@@ -118,8 +118,9 @@ pub fn consume(topic: &str, n: usize, limit: Duration) -> Vec<(i32, i64, Vec<u8>
     read(topic, Some(n), limit)
 }
 
-/// Reads every record of `topic`: up to each partition's high watermark
-/// as it is when called (everything acknowledged before then).
+/// Reads every committed record of `topic` (read_committed): up to each
+/// partition's high watermark as it is when called (everything
+/// acknowledged before then).
 pub fn consume_all(topic: &str, limit: Duration) -> Vec<(i32, i64, Vec<u8>, Vec<u8>)> {
     read(topic, None, limit)
 }
@@ -148,11 +149,21 @@ fn read(topic: &str, n: Option<usize>, limit: Duration) -> Vec<(i32, i64, Vec<u8
     let started = Instant::now();
     let mut out = Vec::new();
     let mut next: std::collections::HashMap<i32, i64> = std::collections::HashMap::new();
+    // The consumer's position, not the last record seen: reading
+    // read_committed, records of aborted transactions (a batch whose
+    // ingest died mid-transaction) and transaction markers are skipped.
     let done = |out: &Vec<_>, next: &std::collections::HashMap<i32, i64>| match n {
         Some(n) => out.len() >= n,
-        None => ends
-            .iter()
-            .all(|(p, end)| next.get(p).copied().unwrap_or(0) >= *end),
+        None => {
+            let at = consumer.position().unwrap_or_default();
+            ends.iter().all(|(p, end)| {
+                let position = match at.find_partition(topic, *p).map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) => o,
+                    _ => 0,
+                };
+                position.max(next.get(p).copied().unwrap_or(0)) >= *end
+            })
+        }
     };
     while !done(&out, &next) {
         assert!(

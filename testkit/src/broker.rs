@@ -8,7 +8,6 @@
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -27,10 +26,7 @@ impl PrivateBroker {
     /// `scripts/services up`, or here on first use) and waits until it
     /// answers a metadata request.
     pub fn start() -> PrivateBroker {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = crate::free_port();
         let mut broker = PrivateBroker {
             child: None,
             dir: std::env::temp_dir().join(crate::unique("pushflow-kafka")),
@@ -43,10 +39,7 @@ impl PrivateBroker {
 
     /// Kills the broker (SIGKILL), keeping its log dir.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        crate::kill(&mut self.child);
     }
 
     /// Starts the broker (again) on the same port and log dir, and waits

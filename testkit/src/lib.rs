@@ -32,6 +32,22 @@ pub fn postgres_server() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
+/// A port nobody listens on now (127.0.0.1), for a server of the test's own.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Kills (SIGKILL) and reaps the child, if there is one.
+pub fn kill(child: &mut Option<std::process::Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
 /// `prefix` followed by a random suffix, e.g. for topic or group names.
 pub fn unique(prefix: &str) -> String {
     format!(

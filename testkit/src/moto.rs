@@ -4,7 +4,7 @@
 //! port (moto keeps its buckets in memory: a restarted one is empty).
 //! Killed when dropped.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -23,10 +23,7 @@ pub struct Moto {
 impl Moto {
     /// Starts moto on a free port and waits until it listens.
     pub fn start() -> Moto {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = crate::free_port();
         let mut m = Moto { child: None, port };
         m.restart();
         m
@@ -57,10 +54,7 @@ impl Moto {
 
     /// Kills the server.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        crate::kill(&mut self.child);
     }
 
     /// Starts the server (again) on the same port; it comes back empty.

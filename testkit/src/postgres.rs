@@ -5,7 +5,6 @@
 //! [`PrivatePostgres::restart`] brings it back with its data. Stopped and
 //! removed when dropped. Creating one takes about 2–4 s.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -53,10 +52,7 @@ impl PrivatePostgres {
     /// Creates and starts a cluster; the `postgres` user connects without
     /// a password on 127.0.0.1.
     pub fn start() -> PrivatePostgres {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = crate::free_port();
         let dir = std::env::temp_dir().join(crate::unique("pushflow-pg"));
         std::fs::create_dir_all(&dir).expect("cluster dir");
         let owned = Command::new("chown")

@@ -135,7 +135,10 @@ macro_rules! event {
 
 /// `campaign.created`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[expect(missing_docs, reason = "the fields are documented in schemas/<topic>.avsc and DESIGN.md")]
+#[expect(
+    missing_docs,
+    reason = "the fields are documented in schemas/<topic>.avsc and DESIGN.md"
+)]
 pub struct CampaignCreated {
     pub event_id: String,
     pub occurred_at: i64,
@@ -152,7 +155,10 @@ event!(CampaignCreated, "campaign.created", campaign_id);
 
 /// `campaign.launched`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[expect(missing_docs, reason = "the fields are documented in schemas/<topic>.avsc and DESIGN.md")]
+#[expect(
+    missing_docs,
+    reason = "the fields are documented in schemas/<topic>.avsc and DESIGN.md"
+)]
 pub struct CampaignLaunched {
     pub event_id: String,
     pub occurred_at: i64,
@@ -163,7 +169,10 @@ event!(CampaignLaunched, "campaign.launched", campaign_id);
 
 /// `subscription.created`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[expect(missing_docs, reason = "the fields are documented in schemas/<topic>.avsc and DESIGN.md")]
+#[expect(
+    missing_docs,
+    reason = "the fields are documented in schemas/<topic>.avsc and DESIGN.md"
+)]
 pub struct SubscriptionCreated {
     pub event_id: String,
     pub occurred_at: i64,
@@ -177,7 +186,10 @@ event!(SubscriptionCreated, "subscription.created", subscriber_id);
 
 /// `subscription.expired`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[expect(missing_docs, reason = "the fields are documented in schemas/<topic>.avsc and DESIGN.md")]
+#[expect(
+    missing_docs,
+    reason = "the fields are documented in schemas/<topic>.avsc and DESIGN.md"
+)]
 pub struct SubscriptionExpired {
     pub event_id: String,
     pub occurred_at: i64,
@@ -189,7 +201,10 @@ event!(SubscriptionExpired, "subscription.expired", subscriber_id);
 
 /// `notification.dispatched`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[expect(missing_docs, reason = "the fields are documented in schemas/<topic>.avsc and DESIGN.md")]
+#[expect(
+    missing_docs,
+    reason = "the fields are documented in schemas/<topic>.avsc and DESIGN.md"
+)]
 pub struct NotificationDispatched {
     pub event_id: String,
     pub occurred_at: i64,
@@ -206,7 +221,10 @@ event!(
 
 /// `notification.failed`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[expect(missing_docs, reason = "the fields are documented in schemas/<topic>.avsc and DESIGN.md")]
+#[expect(
+    missing_docs,
+    reason = "the fields are documented in schemas/<topic>.avsc and DESIGN.md"
+)]
 pub struct NotificationFailed {
     pub event_id: String,
     pub occurred_at: i64,
@@ -223,7 +241,10 @@ event!(NotificationFailed, "notification.failed", notification_id);
 
 /// `notification.delivered`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[expect(missing_docs, reason = "the fields are documented in schemas/<topic>.avsc and DESIGN.md")]
+#[expect(
+    missing_docs,
+    reason = "the fields are documented in schemas/<topic>.avsc and DESIGN.md"
+)]
 pub struct NotificationDelivered {
     pub event_id: String,
     pub occurred_at: i64,
@@ -239,7 +260,10 @@ event!(
 
 /// `notification.clicked`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[expect(missing_docs, reason = "the fields are documented in schemas/<topic>.avsc and DESIGN.md")]
+#[expect(
+    missing_docs,
+    reason = "the fields are documented in schemas/<topic>.avsc and DESIGN.md"
+)]
 pub struct NotificationClicked {
     pub event_id: String,
     pub occurred_at: i64,

@@ -98,8 +98,9 @@ impl std::fmt::Debug for PingKeys {
 }
 
 impl PingKeys {
-    /// Parses `kid:secret[,kid:secret…]` (the first is current; secrets
-    /// are at least 16 bytes of text), as in `PUSHFLOW_PING_KEYS`.
+    /// Parses `kid:secret[,kid:secret…]` (the first is current; key ids
+    /// are unique; secrets are at least 16 bytes of text), as in
+    /// `PUSHFLOW_PING_KEYS`.
     pub fn parse(spec: &str) -> Result<PingKeys, String> {
         let mut current = None;
         let mut keys = HashMap::new();
@@ -116,7 +117,16 @@ impl PingKeys {
                 return Err(format!("ping key {kid:?} is shorter than 16 bytes"));
             }
             current.get_or_insert_with(|| kid.to_string());
-            keys.insert(kid.to_string(), secret.as_bytes().to_vec());
+            if keys
+                .insert(kid.to_string(), secret.as_bytes().to_vec())
+                .is_some()
+            {
+                // Else the later secret would silently replace the earlier
+                // one, and a current key listed first might not sign.
+                return Err(format!(
+                    "ping key id {kid:?} is given twice: give each key a new id"
+                ));
+            }
         }
         let current = current.ok_or("no ping keys given (expected kid:secret)")?;
         Ok(PingKeys { current, keys })
@@ -267,5 +277,16 @@ mod tests {
         assert!(PingKeys::parse("k1:short").is_err());
         assert!(PingKeys::parse("").is_err());
         assert!(PingKeys::parse("noseparator").is_err());
+    }
+
+    #[test]
+    fn refuses_a_key_id_given_twice() {
+        // "k1:new,k1:old" would make k1 current but sign with the old
+        // secret (the later entry replaced the first).
+        let e = PingKeys::parse("k1:0123456789abcdef-new,k1:0123456789abcdef-old").unwrap_err();
+        assert_eq!(
+            e,
+            "ping key id \"k1\" is given twice: give each key a new id"
+        );
     }
 }

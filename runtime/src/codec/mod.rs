@@ -4,7 +4,9 @@
 //! written, never per record (ids and parsed schemas are cached for the
 //! life of the [`Codec`]). Decoding checks the magic byte explicitly and
 //! resolves the writer's schema against the reader's (the catalogue's), so
-//! records written with an older or newer compatible schema still decode.
+//! records written with an older or newer compatible schema still decode;
+//! a record written with another record's schema (another topic's event)
+//! or cut short is refused, never read with nulls or as another event.
 
 mod resolver;
 pub mod wire;
@@ -17,6 +19,7 @@ use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::Schema;
 use pushflow_schemas::{Event, Topic};
 use std::collections::HashMap;
+use std::io::Read;
 use std::sync::{Arc, RwLock};
 
 /// Why a record could not be encoded or decoded.
@@ -83,8 +86,10 @@ impl CodecError {
 
 struct WriterSchema {
     schema: Arc<Schema>,
-    /// Same as the reader's: decode without resolution (fast path).
-    same_as_reader: Option<bool>,
+    /// Per topic decoded with it: whether it is the topic's (reader's)
+    /// schema, so that records decode without resolution (fast path). Per
+    /// topic: a writer that is one topic's schema is not another's.
+    same_as_reader: HashMap<&'static str, bool>,
 }
 
 /// Encodes and decodes catalogue events; cheap to share behind an `Arc`.
@@ -183,25 +188,25 @@ impl Codec {
             id,
             WriterSchema {
                 schema: schema.clone(),
-                same_as_reader: None,
+                same_as_reader: HashMap::new(),
             },
         );
         Ok(schema)
     }
 
-    fn same_as_reader(&self, id: u32, writer: &Schema, reader: &Schema) -> bool {
-        if let Some(Some(same)) = self
+    fn same_as_reader(&self, id: u32, topic: &'static Topic, writer: &Schema) -> bool {
+        if let Some(same) = self
             .schemas
             .read()
             .unwrap()
             .get(&id)
-            .map(|w| w.same_as_reader)
+            .and_then(|w| w.same_as_reader.get(topic.name).copied())
         {
             return same;
         }
-        let same = writer.canonical_form() == reader.canonical_form();
+        let same = writer.canonical_form() == topic.schema().canonical_form();
         if let Some(w) = self.schemas.write().unwrap().get_mut(&id) {
-            w.same_as_reader = Some(same);
+            w.same_as_reader.insert(topic.name, same);
         }
         same
     }
@@ -221,22 +226,29 @@ impl Codec {
             id,
             message: e.to_string(),
         };
-        let value = if self.same_as_reader(id, &writer, reader) {
+        let value = if self.same_as_reader(id, topic, &writer) {
             // The writer's schema is the catalogue's: decode with the
             // reader built once for the topic, no resolution needed.
-            Self::cached(&self.readers, topic, || {
+            let datum = Self::cached(&self.readers, topic, || {
                 GenericDatumReader::builder(reader).build()
             })
-            .map_err(bad)?
-            .read_value(&mut body)
-            .map_err(bad)?
+            .map_err(bad)?;
+            read_datum(&datum, &mut body).map_err(bad)?
         } else {
-            GenericDatumReader::builder(&writer)
+            if let Some((w, r)) = other_record(&writer, reader) {
+                return Err(CodecError::BadBody {
+                    topic: topic.name.to_string(),
+                    id,
+                    message: format!(
+                        "schema {id} is the record {w}, not {r}: a record of another type is not read as this topic's"
+                    ),
+                });
+            }
+            let datum = GenericDatumReader::builder(&writer)
                 .reader_schema(reader)
                 .build()
-                .map_err(bad)?
-                .read_value(&mut body)
-                .map_err(bad)?
+                .map_err(bad)?;
+            read_datum(&datum, &mut body).map_err(bad)?
         };
         if !body.is_empty() {
             return Err(CodecError::BadBody {
@@ -259,10 +271,63 @@ impl Codec {
     }
 }
 
+/// Reads one datum from the front of `body` (advanced past it), where the
+/// end of `body` is the end of the record: apache-avro reads a string, a
+/// boolean or a union index that meets the end of its input as null (the
+/// end of a stream of records), so `read_value` on the slice itself decodes
+/// a truncated record, with nulls in fields that cannot be null. Here a
+/// read past the end is an error.
+pub fn read_datum(
+    reader: &GenericDatumReader<'_>,
+    body: &mut &[u8],
+) -> Result<Value, apache_avro::Error> {
+    reader.read_value(&mut WholeRecord(body))
+}
+
+/// A record's bytes: a read past their end is invalid data, not the end
+/// of a stream.
+struct WholeRecord<'a, 'b>(&'a mut &'b [u8]);
+
+impl Read for WholeRecord<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+
+    fn read_exact(&mut self, buf: &mut [u8]) -> std::io::Result<()> {
+        if buf.len() > self.0.len() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "the record ends early ({} bytes wanted, {} left)",
+                    buf.len(),
+                    self.0.len()
+                ),
+            ));
+        }
+        self.0.read_exact(buf)
+    }
+}
+
+/// The full names (writer's, reader's) when both are records and the
+/// writer's is neither the reader's name nor one of its aliases: Avro
+/// resolves a record only into a record of the same name.
+fn other_record(writer: &Schema, reader: &Schema) -> Option<(String, String)> {
+    let (Schema::Record(w), Schema::Record(r)) = (writer, reader) else {
+        return None;
+    };
+    let (w_name, r_name) = (w.name.fullname(None), r.name.fullname(None));
+    let alias = r
+        .aliases
+        .iter()
+        .flatten()
+        .any(|a| a.fullname(r.name.namespace()) == w_name);
+    (w_name != r_name && !alias).then_some((w_name, r_name))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pushflow_schemas::NotificationDelivered;
+    use pushflow_schemas::{CampaignLaunched, NotificationClicked, NotificationDelivered};
 
     fn delivered() -> NotificationDelivered {
         NotificationDelivered {
@@ -340,5 +405,93 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, CodecError::BadBody { .. }), "{e}");
         assert!(!e.is_retryable());
+    }
+
+    #[tokio::test]
+    async fn refuses_a_truncated_record_even_untyped() {
+        // The last field, campaign_id "c-1", keeps only its length: read
+        // from the slice itself, apache-avro would give a null campaign_id.
+        let codec = Codec::new(Arc::new(InMemoryResolver::new()));
+        let good = codec.encode(&delivered()).await.unwrap();
+        let topic = NotificationDelivered::topic();
+        for n in 5..good.len() {
+            let e = codec.decode_value(topic, &good[..n]).await.unwrap_err();
+            assert!(matches!(e, CodecError::BadBody { .. }), "{n}: {e}");
+        }
+        let e = codec
+            .decode_value(topic, &good[..good.len() - 3])
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("the record ends early"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_topics_own_schema_is_not_anothers() {
+        // Found by the wire_decode fuzz target: once schema 1 had decoded
+        // as campaign.created's own, a record of it on another topic was
+        // read raw with that topic's schema (the cache was per id only).
+        let codec = Codec::new(Arc::new(InMemoryResolver::new()));
+        let bytes = codec.encode(&delivered()).await.unwrap();
+        let back: NotificationDelivered = codec.decode(&bytes).await.unwrap();
+        assert_eq!(back, delivered());
+        let e = codec
+            .decode::<NotificationClicked>(&bytes)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, CodecError::BadBody { .. }), "{e}");
+        let clicked = NotificationClicked {
+            event_id: back.event_id,
+            occurred_at: back.occurred_at,
+            store_id: back.store_id,
+            notification_id: back.notification_id,
+            campaign_id: back.campaign_id,
+        };
+        let ok = codec.encode(&clicked).await.unwrap();
+        assert_eq!(
+            codec.decode::<NotificationClicked>(&ok).await.unwrap(),
+            clicked
+        );
+        assert!(codec.decode::<NotificationDelivered>(&ok).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn refuses_a_record_of_another_topic() {
+        // notification.clicked has the same fields as .delivered, and
+        // campaign.launched's are a subset of .delivered's: a delivery
+        // written on either topic is not a click nor a launch.
+        let codec = Codec::new(Arc::new(InMemoryResolver::new()));
+        let bytes = codec.encode(&delivered()).await.unwrap();
+        for topic in [NotificationClicked::topic(), CampaignLaunched::topic()] {
+            let e = codec.decode_value(topic, &bytes).await.unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("is the record io.pushflow.events.NotificationDelivered, not"),
+                "{e}"
+            );
+        }
+        // An alias of the reader's record still resolves.
+        let resolver = Arc::new(InMemoryResolver::new());
+        let mut json: serde_json::Value =
+            serde_json::from_str(NotificationDelivered::topic().schema_text).unwrap();
+        json["name"] = "Delivery".into();
+        resolver.insert(42, &json.to_string());
+        let old = Schema::parse_str(&json.to_string()).unwrap();
+        let body = GenericDatumWriter::builder(&old)
+            .build()
+            .unwrap()
+            .write_value_to_vec(delivered().to_avro().unwrap())
+            .unwrap();
+        let codec = Codec::new(resolver);
+        let framed = wire::frame(42, &body);
+        assert!(codec
+            .decode::<NotificationDelivered>(&framed)
+            .await
+            .is_err());
+        let mut aliased = Schema::parse_str(NotificationDelivered::topic().schema_text).unwrap();
+        if let Schema::Record(r) = &mut aliased {
+            r.aliases = Some(vec!["Delivery".try_into().unwrap()]);
+        }
+        assert_eq!(other_record(&old, &aliased), None);
+        assert!(other_record(&old, NotificationDelivered::topic().schema()).is_some());
     }
 }

@@ -116,13 +116,19 @@ pub fn prepare(topic: &'static Topic, json: Json, now_ms: i64) -> Result<Prepare
         if f.name == topic.key_field {
             key = v.as_str().map(str::to_string);
         }
-        if f.name == "event_id" {
-            event_id = v.as_str().map(str::to_string);
-        }
         if f.name == "store_id" {
             store_id = v.as_str().map(str::to_string);
         }
         let avro = convert(&f.schema, &v).map_err(|e| format!("field `{}`: {e}", f.name))?;
+        if f.name == "event_id" {
+            // As the record carries it (a uuid in its hyphenated lowercase
+            // form, however it was written), the id consumers and the lake
+            // deduplicate on.
+            event_id = match &avro {
+                Value::Uuid(u) => Some(u.to_string()),
+                _ => v.as_str().map(str::to_string),
+            };
+        }
         fields.push((f.name.clone(), avro));
     }
     if let Some(extra) = obj.keys().next() {
@@ -301,6 +307,27 @@ mod tests {
         assert!(prepare(t, bad, 5)
             .unwrap_err()
             .starts_with("field `occurred_at`"));
+    }
+
+    #[test]
+    fn answers_with_the_event_id_the_record_carries() {
+        let t = Topic::by_name("campaign.created").unwrap();
+        for given in [
+            "3E0F8F5E-58F4-4D2F-9A4C-0D1B0B9A7C11",
+            "{3e0f8f5e-58f4-4d2f-9a4c-0d1b0b9a7c11}",
+            "urn:uuid:3e0f8f5e-58f4-4d2f-9a4c-0d1b0b9a7c11",
+            "3e0f8f5e58f44d2f9a4c0d1b0b9a7c11",
+        ] {
+            let mut r = created();
+            r["event_id"] = json!(given);
+            let p = prepare(t, r, 5).unwrap();
+            assert_eq!(
+                p.event_id, "3e0f8f5e-58f4-4d2f-9a4c-0d1b0b9a7c11",
+                "{given}"
+            );
+            let Value::Record(f) = &p.value else { panic!() };
+            assert_eq!(f[0].1, Value::Uuid(p.event_id.parse().unwrap()));
+        }
     }
 
     #[test]

@@ -390,7 +390,7 @@ impl SinkHandler {
         let mut value = Value::Null;
         let read = match &w.decoder {
             Some(d) => d.read(&mut body, &mut cells),
-            None => match w.reader.read_value(&mut body) {
+            None => match pushflow_runtime::codec::read_datum(&w.reader, &mut body) {
                 Ok(v) => {
                     value = v;
                     Ok(())

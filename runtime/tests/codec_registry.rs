@@ -78,6 +78,7 @@ async fn every_event_type_round_trips_through_registry_and_broker() {
             occurred_at: t,
             store_id: s.clone(),
             campaign_id: "c1".into(),
+            throttle_per_minute: None,
         },
     )
     .await;

@@ -95,6 +95,7 @@ fn catalogue_records() -> Vec<(&'static str, Vec<u8>)> {
         occurred_at: AT,
         store_id: "store-7".into(),
         campaign_id: "c-1".into(),
+        throttle_per_minute: None,
     };
     let subscribed = SubscriptionCreated {
         event_id: ID.into(),

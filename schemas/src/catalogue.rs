@@ -29,7 +29,7 @@ macro_rules! topic {
 }
 
 /// Every topic of DESIGN.md, in the order of its table.
-pub const CATALOGUE: [Topic; 8] = [
+pub const CATALOGUE: [Topic; 10] = [
     topic!("campaign.created", "campaign_id"),
     topic!("campaign.launched", "campaign_id"),
     topic!("subscription.created", "subscriber_id"),
@@ -38,6 +38,8 @@ pub const CATALOGUE: [Topic; 8] = [
     topic!("notification.failed", "notification_id"),
     topic!("notification.delivered", "notification_id"),
     topic!("notification.clicked", "notification_id"),
+    topic!("campaign.scheduled", "campaign_id"),
+    topic!("campaign.cancelled", "campaign_id"),
 ];
 
 /// The billable topics: they enter only as signed pings (`/v1/pings`),

@@ -164,8 +164,39 @@ pub struct CampaignLaunched {
     pub occurred_at: i64,
     pub store_id: String,
     pub campaign_id: String,
+    pub throttle_per_minute: Option<i32>,
 }
 event!(CampaignLaunched, "campaign.launched", campaign_id);
+
+/// `campaign.scheduled`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[expect(
+    missing_docs,
+    reason = "the fields are documented in schemas/<topic>.avsc and DESIGN.md"
+)]
+pub struct CampaignScheduled {
+    pub event_id: String,
+    pub occurred_at: i64,
+    pub store_id: String,
+    pub campaign_id: String,
+    pub send_at: i64,
+    pub throttle_per_minute: Option<i32>,
+}
+event!(CampaignScheduled, "campaign.scheduled", campaign_id);
+
+/// `campaign.cancelled`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[expect(
+    missing_docs,
+    reason = "the fields are documented in schemas/<topic>.avsc and DESIGN.md"
+)]
+pub struct CampaignCancelled {
+    pub event_id: String,
+    pub occurred_at: i64,
+    pub store_id: String,
+    pub campaign_id: String,
+}
+event!(CampaignCancelled, "campaign.cancelled", campaign_id);
 
 /// `subscription.created`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -350,6 +381,21 @@ mod tests {
             occurred_at: base.1,
             store_id: base.2.clone(),
             campaign_id: "c1".into(),
+            throttle_per_minute: Some(600),
+        });
+        round_trip(CampaignScheduled {
+            event_id: base.0.clone(),
+            occurred_at: base.1,
+            store_id: base.2.clone(),
+            campaign_id: "c1".into(),
+            send_at: base.1 + 3_600_000,
+            throttle_per_minute: None,
+        });
+        round_trip(CampaignCancelled {
+            event_id: base.0.clone(),
+            occurred_at: base.1,
+            store_id: base.2.clone(),
+            campaign_id: "c1".into(),
         });
         round_trip(SubscriptionCreated {
             event_id: base.0.clone(),
@@ -410,6 +456,7 @@ mod tests {
             occurred_at: 1,
             store_id: "s".into(),
             campaign_id: "c".into(),
+            throttle_per_minute: None,
         };
         assert!(e.to_avro().is_err());
     }

@@ -35,6 +35,7 @@ async fn sinks_events_to_s3_exactly_and_readably() {
             occurred_at: T0 - 5_400_000 + i * 1000,
             store_id: "s".into(),
             campaign_id: format!("c-{i}"),
+            throttle_per_minute: None,
         })
         .collect();
     let mut records = encoded(&codec, &deliveries).await;

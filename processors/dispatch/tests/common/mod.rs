@@ -162,6 +162,7 @@ impl Env {
             occurred_at: now_millis(),
             store_id: store_id.into(),
             campaign_id: c.campaign_id.clone(),
+            throttle_per_minute: None,
         };
         let bytes = self.codec.encode(&l).await.unwrap();
         self.producer

@@ -65,6 +65,11 @@ enum Command {
     /// decryption, injected faults); or print a VAPID key pair, or ask a
     /// running simulator for test subscribers.
     PushSim(pushflow_push_sim::cli::PushSimArgs),
+    /// Run the merchant API and dashboard page alone on
+    /// PUSHFLOW_DASHBOARD_ADDR (default 127.0.0.1:8082): the topology's
+    /// `dashboard` component, or one with default settings (tokens then
+    /// from PUSHFLOW_DASHBOARD_TOKENS).
+    Dashboard,
     /// Run one component of the topology alone.
     Run {
         /// The component's name in topology.yaml.
@@ -94,6 +99,9 @@ enum ReplayCommand {
     /// Rebuild the aggregates into fresh tables and report any difference
     /// from the live ones.
     Aggregate(pushflow_aggregate::cli::ReplayArgs),
+    /// Rebuild the analytics tables into a fresh schema and report any
+    /// difference from the live ones (exit 1 when a row differs).
+    Analytics(pushflow_analytics::cli::ReplayArgs),
 }
 
 /// `pushflow bench …`
@@ -176,6 +184,12 @@ fn main() -> ExitCode {
             Command::PushSim(args) => pushflow_push_sim::cli::run(&cli.topology, args)
                 .await
                 .map_err(|e| Failure::Other(e.into())),
+            Command::Dashboard => pushflow_dashboard::cli::run(&cli.topology)
+                .await
+                .map_err(|e| match e.is_config() {
+                    true => Failure::Config(e.to_string()),
+                    false => Failure::Other(e.into()),
+                }),
             Command::Bench(BenchCommand::Dispatch(args)) => pushflow_dispatch::cli::bench(&args)
                 .await
                 .map_err(|e| Failure::Other(e.into())),
@@ -189,6 +203,14 @@ fn main() -> ExitCode {
                 pushflow_aggregate::cli::replay(&cli.topology, &args)
                     .await
                     .map_err(aggregate_failure)
+            }
+            Command::Replay(ReplayCommand::Analytics(args)) => {
+                pushflow_analytics::cli::replay(&cli.topology, &args)
+                    .await
+                    .map_err(|e| match e.is_config() {
+                        true => Failure::Config(e.to_string()),
+                        false => Failure::Other(e.into()),
+                    })
             }
             Command::Bench(BenchCommand::Sink(args)) => {
                 pushflow_s3_parquet::cli::bench(&cli.topology, &args)

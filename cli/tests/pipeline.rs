@@ -37,6 +37,7 @@ async fn demo_runs_the_whole_pipeline_exactly_once() {
         ("PUSHFLOW_REGISTRY_URL", format!("http://{registry_addr}")),
         ("PUSHFLOW_METRICS_ADDR", free_addr()),
         ("PUSHFLOW_INGEST_ADDR", free_addr()),
+        ("PUSHFLOW_DASHBOARD_ADDR", free_addr()),
         ("PUSHFLOW_LAKE_URL", format!("file://{}", lake.display())),
     ];
     let child = Command::new(env!("CARGO_BIN_EXE_pushflow"))

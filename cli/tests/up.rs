@@ -26,6 +26,7 @@ async fn up_applies_the_topology_serves_health_and_stops_on_sigterm() {
         ("PUSHFLOW_REGISTRY_URL", format!("http://{registry_addr}")),
         ("PUSHFLOW_METRICS_ADDR", metrics_addr.clone()),
         ("PUSHFLOW_INGEST_ADDR", free_addr()),
+        ("PUSHFLOW_DASHBOARD_ADDR", free_addr()),
         ("PUSHFLOW_LAKE_URL", format!("file://{}", lake.display())),
         ("PUSHFLOW_ALLOW_INSECURE_PUSH", "1".into()),
     ];

@@ -6,11 +6,14 @@
 //! - [`codec`]: Avro in the Confluent wire format, schema ids cached;
 //! - [`http`], [`probe`], [`telemetry`]: `/healthz` (with dependency
 //!   probes), `/metrics`, structured logs;
-//! - [`component`]: the lifecycle every component of `pushflow up` follows.
+//! - [`component`]: the lifecycle every component of `pushflow up` follows;
+//! - [`bearer`] and [`token`]: the bearer tokens HTTP components accept and
+//!   the ping tokens dispatch signs and ingest verifies.
 //!
 //! Dependencies run one way: components use this crate and
 //! `pushflow-schemas`; this crate never names a component.
 
+pub mod bearer;
 pub mod codec;
 pub mod component;
 pub mod error;

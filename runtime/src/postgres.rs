@@ -2,7 +2,8 @@
 //!
 //! Guarantee: [`ensure_database`] and [`create_database`] leave the
 //! database of a connection URL existing, whoever created it: two
-//! instances starting at once both succeed.
+//! instances starting at once both succeed. [`migrate`] applies each
+//! versioned migration of a schema exactly once, whoever runs it.
 
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Config, NoTls};
@@ -59,5 +60,111 @@ pub async fn create_database(config: &Config) -> Result<bool, tokio_postgres::Er
             Ok(false)
         }
         Err(e) => Err(e),
+    }
+}
+
+/// Connects to `url`, creating the database first if it does not exist
+/// (see [`create_database`]); the connection is driven on its own task.
+pub async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let config: Config = url.parse()?;
+    let connected = match config.connect(NoTls).await {
+        Err(e) if e.code() == Some(&SqlState::INVALID_CATALOG_NAME) => {
+            create_database(&config).await?;
+            config.connect(NoTls).await
+        }
+        other => other,
+    };
+    let (client, conn) = connected?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "postgres connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// Whether `name` can be spliced into SQL as a schema name unquoted: 1 to
+/// 48 lowercase ASCII letters, digits and `_`, not starting with a digit.
+pub fn is_plain_identifier(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 48
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+}
+
+/// One versioned migration of a schema: its SQL runs once, ever.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Migration {
+    /// Version (recorded in `<schema>.migrations`); applied in ascending order.
+    pub version: i32,
+    /// Statements, separated by `;`.
+    pub sql: String,
+}
+
+/// Creates `schema` and `<schema>.migrations (version, applied_at)` if
+/// missing, then applies every migration whose version is not recorded
+/// there, in ascending version order, and returns the versions applied now.
+///
+/// Guarantee: everything happens in ONE transaction under a
+/// transaction-level advisory lock on the schema's name, so two instances
+/// starting at once apply each migration exactly once (the second waits,
+/// then finds them recorded), and a failed migration leaves nothing behind.
+/// `schema` must be a plain identifier ([`is_plain_identifier`]; the caller
+/// validates it: it is spliced into the SQL).
+pub async fn migrate(
+    client: &mut tokio_postgres::Client,
+    schema: &str,
+    migrations: &[Migration],
+) -> Result<Vec<i32>, tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    let lock = format!("pushflow.migrations.{schema}");
+    tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&lock])
+        .await?;
+    tx.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema};
+         CREATE TABLE IF NOT EXISTS {schema}.migrations (version int PRIMARY KEY,
+            applied_at timestamptz NOT NULL DEFAULT now());"
+    ))
+    .await?;
+    let done: Vec<i32> = tx
+        .query(&format!("SELECT version FROM {schema}.migrations"), &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut todo: Vec<&Migration> = migrations
+        .iter()
+        .filter(|m| !done.contains(&m.version))
+        .collect();
+    todo.sort_by_key(|m| m.version);
+    let mut applied = Vec::new();
+    for m in todo {
+        tx.batch_execute(&m.sql).await?;
+        tx.execute(
+            &format!("INSERT INTO {schema}.migrations (version) VALUES ($1)"),
+            &[&m.version],
+        )
+        .await?;
+        tracing::info!(schema, version = m.version, "applied migration");
+        applied.push(m.version);
+    }
+    tx.commit().await?;
+    Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_identifiers_are_lowercase_words() {
+        for ok in ["analytics", "analytics_replay_1", "_x"] {
+            assert!(is_plain_identifier(ok), "{ok}");
+        }
+        for bad in ["", "1abc", "Analytics", "a-b", "a;drop", &"x".repeat(49)] {
+            assert!(!is_plain_identifier(bad), "{bad}");
+        }
     }
 }

@@ -2,12 +2,15 @@
 //! from `PUSHFLOW_BROKERS`, Postgres from `PUSHFLOW_TEST_POSTGRES_URL`, and
 //! a schema registry served in-process over real HTTP on its own database;
 //! and, for tests that need a service to themselves or take one down, a
-//! private Apache Kafka broker, Postgres server or moto S3 server.
+//! private Apache Kafka broker, Postgres server or moto S3 server; and
+//! Debian's headless Chromium driven over the DevTools protocol
+//! ([`browser`]).
 //!
 //! Every name a test creates (topics, groups, databases) is random, so
 //! tests run in parallel and never see each other's data.
 
 mod broker;
+pub mod browser;
 mod moto;
 mod postgres;
 

@@ -180,7 +180,10 @@ pub async fn run_one(path: &Path, name: Option<&str>) -> Result<(), Failure> {
     let health = Health::default();
     // HTTP services serve /healthz and /metrics on their own address; the
     // others get the process's admin address.
-    if !matches!(v.spec.kind.as_str(), "registry" | "ingest" | "push-sim") {
+    if !matches!(
+        v.spec.kind.as_str(),
+        "registry" | "ingest" | "push-sim" | "dashboard"
+    ) {
         let admin = bind(&topology.services.metrics_addr).await?;
         tokio::spawn(serve(admin, admin_router(health.clone()), shutdown.clone()));
     }

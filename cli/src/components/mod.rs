@@ -30,6 +30,10 @@ pub fn kinds() -> Vec<Kind> {
             validate: pushflow_aggregate::validate,
         },
         Kind {
+            name: "analytics",
+            validate: pushflow_analytics::validate,
+        },
+        Kind {
             name: "ingest",
             validate: pushflow_ingest::validate,
         },
@@ -42,8 +46,16 @@ pub fn kinds() -> Vec<Kind> {
             validate: pushflow_dispatch::validate,
         },
         Kind {
+            name: "scheduler",
+            validate: pushflow_scheduler::validate,
+        },
+        Kind {
             name: "push-sim",
             validate: pushflow_push_sim::validate,
+        },
+        Kind {
+            name: "dashboard",
+            validate: pushflow_dashboard::validate,
         },
     ]
 }

@@ -16,6 +16,7 @@
 
 use futures::StreamExt;
 use indicatif::ProgressBar;
+use pushflow_schemas::{CampaignCreated, CampaignLaunched, CampaignScheduled, Event, Topic};
 use rand::Rng;
 use serde_json::json;
 use std::collections::HashSet;
@@ -148,6 +149,33 @@ fn browser_ip(i: usize) -> String {
     format!("10.{}.{}.{}", (i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff)
 }
 
+/// Posts `events` (topic, JSON record) one by one through
+/// `POST /v1/events/{topic}`, as the merchant's campaign tool does.
+async fn post_events(
+    env: &DemoEnv,
+    token: &str,
+    events: Vec<(&'static Topic, serde_json::Value)>,
+) -> Result<(), Failure> {
+    for (topic, body) in events {
+        let r = env
+            .http
+            .post(format!("{}/v1/events/{}", env.ingest(), topic.name))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await?;
+        let status = r.status();
+        if status.as_u16() != 201 {
+            let text = r.text().await.unwrap_or_default();
+            return Err(Failure::Other(anyhow::anyhow!(
+                "ingest refused {} with {status}: {text} (is --token / PUSHFLOW_DEMO_TOKEN one of ingest's tokens?)",
+                topic.name
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Creates and launches a campaign for `store_id` through
 /// `POST /v1/events/…`; returns its id.
 pub async fn launch_campaign(
@@ -167,26 +195,71 @@ pub async fn launch_campaign(
         "urgency": "high",
     });
     let launched = json!({"store_id": store_id, "campaign_id": campaign_id});
-    for (topic, body) in [
-        ("campaign.created", created),
-        ("campaign.launched", launched),
-    ] {
-        let r = env
-            .http
-            .post(format!("{}/v1/events/{topic}", env.ingest()))
-            .bearer_auth(token)
-            .json(&body)
-            .send()
-            .await?;
-        let status = r.status();
-        if status.as_u16() != 201 {
-            let text = r.text().await.unwrap_or_default();
-            return Err(Failure::Other(anyhow::anyhow!(
-                "ingest refused {topic} with {status}: {text} (is --token / PUSHFLOW_DEMO_TOKEN one of ingest's tokens?)"
-            )));
-        }
-    }
+    post_events(
+        env,
+        token,
+        vec![
+            (CampaignCreated::topic(), created),
+            (CampaignLaunched::topic(), launched),
+        ],
+    )
+    .await?;
     Ok(campaign_id)
+}
+
+/// A second campaign, created and scheduled through the ingest API to go
+/// out `SCHEDULED_AFTER` from now (the scheduler launches it then, unless
+/// it is cancelled first), so the dashboard shows a scheduled campaign.
+pub struct Scheduled {
+    /// Its id.
+    pub campaign_id: String,
+    /// `send_at`, ms since the epoch.
+    pub send_at: i64,
+}
+
+/// How far ahead the demo schedules its second campaign.
+pub const SCHEDULED_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// Creates and schedules the demo's second campaign (see [`Scheduled`]).
+pub async fn schedule_campaign(
+    env: &DemoEnv,
+    store_id: &str,
+    token: &str,
+) -> Result<Scheduled, Failure> {
+    let campaign_id = super::fresh_id("camp");
+    // On a whole minute, as a merchant would pick it.
+    let minute = 60_000;
+    let send_at =
+        (pushflow_schemas::now_millis() + SCHEDULED_AFTER.as_millis() as i64) / minute * minute;
+    let created = json!({
+        "store_id": store_id,
+        "campaign_id": campaign_id,
+        "title": "Cyber Monday: free shipping",
+        "body": "Tomorrow only: free shipping on every order.",
+        "url": "https://shop.example/cyber-monday",
+        "icon": null,
+        "ttl_seconds": 43_200,
+        "urgency": "normal",
+    });
+    let scheduled = json!({
+        "store_id": store_id,
+        "campaign_id": campaign_id,
+        "send_at": send_at,
+        "throttle_per_minute": 1_000,
+    });
+    post_events(
+        env,
+        token,
+        vec![
+            (CampaignCreated::topic(), created),
+            (CampaignScheduled::topic(), scheduled),
+        ],
+    )
+    .await?;
+    Ok(Scheduled {
+        campaign_id,
+        send_at,
+    })
 }
 
 /// Sends `pings` to `/v1/pings`, 64 at a time, retrying 429 and 503 after

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use super::browsers::{Delivered, Truth};
+use super::report::{DashboardFigures, Report};
 use super::setup::DemoEnv;
 use super::DemoArgs;
 use crate::Failure;
@@ -314,4 +315,87 @@ pub async fn dlq_records(
     .await
     .map_err(|e| Failure::Other(e.into()))?
     .map_err(|e| Failure::Other(e.into()))
+}
+
+/// Waits until the dashboard's API (`base`, with the demo's token) shows
+/// for the demo's campaign the distinct pings of the report and, when the
+/// topology runs `analytics`, one dispatched notification per subscriber
+/// and the second campaign as scheduled; and for billing the billing
+/// view's row. Returns what it answered last: equal, or different once the
+/// phase timeout has passed (the report's check then fails).
+pub async fn wait_dashboard(
+    env: &DemoEnv,
+    base: &str,
+    report: &Report,
+    scheduled_id: &str,
+    args: &DemoArgs,
+) -> Result<DashboardFigures, Failure> {
+    let store = &report.store_id;
+    let api = format!("{base}/api/v1/stores/{store}");
+    let get = async |path: String| -> Result<serde_json::Value, String> {
+        let r = env
+            .http
+            .get(format!("{api}{path}"))
+            .bearer_auth(&args.token)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = r.status();
+        let body: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
+        match status.is_success() {
+            true => Ok(body),
+            false => Err(format!(
+                "{status}: {} (is --token one of the dashboard's tokens?)",
+                body["error"]
+            )),
+        }
+    };
+    let analytics = env.runs("analytics");
+    let (billed_i, billed_c) = report
+        .billing
+        .as_ref()
+        .map_or((-1, -1), |b| (b.impressions, b.clicks));
+    let deadline = Instant::now() + args.phase_timeout();
+    loop {
+        let mut seen = DashboardFigures {
+            url: format!(
+                "{base}/?store={store}&campaign={}&token={}",
+                report.campaign_id, args.token
+            ),
+            with_analytics: analytics,
+            ..DashboardFigures::default()
+        };
+        let answers = async {
+            let c = get(format!("/campaigns/{}", report.campaign_id)).await?;
+            let s = get(format!("/campaigns/{scheduled_id}")).await;
+            let b = get(format!("/billing?month={}", this_month())).await?;
+            Ok::<_, String>((c, s, b))
+        };
+        match answers.await {
+            Ok((c, s, b)) => {
+                let n = |v: &serde_json::Value, k: &str| v[k].as_i64().unwrap_or(-1);
+                seen.dispatched = n(&c, "dispatched");
+                seen.delivered = n(&c, "delivered");
+                seen.clicked = n(&c, "clicked");
+                seen.impressions = n(&b, "impressions");
+                seen.clicks = n(&b, "clicks");
+                seen.scheduled_status = s
+                    .map(|s| s["status"].as_str().unwrap_or("").to_string())
+                    .unwrap_or_else(|e| e);
+                seen.error = None;
+            }
+            Err(e) => seen.error = Some(e),
+        }
+        let agrees = seen.error.is_none()
+            && seen.delivered == report.pings.distinct_delivered as i64
+            && seen.clicked == report.pings.distinct_clicked as i64
+            && (seen.impressions, seen.clicks) == (billed_i, billed_c)
+            && (!analytics
+                || (seen.dispatched == report.subscribers as i64
+                    && seen.scheduled_status == "scheduled"));
+        if agrees || Instant::now() > deadline {
+            return Ok(seen);
+        }
+        tokio::time::sleep(POLL).await;
+    }
 }

@@ -8,7 +8,11 @@
 //! ingest API; pushes sent by dispatch and decrypted by push-sim; simulated
 //! service workers pinging `delivered` / `clicked` through `/v1/pings` with
 //! the tokens found in the decrypted payloads (some pings repeated, some
-//! held back and sent late); the aggregate's billing view; the Parquet lake.
+//! held back and sent late); the aggregate's billing view; the Parquet lake;
+//! the dashboard's API (when the topology has a `dashboard`), whose URL the
+//! report prints. A second campaign is scheduled for the next day, so the
+//! dashboard also lists a scheduled one. `--serve` keeps everything running
+//! after the report until Ctrl-C / SIGTERM, for a person to look.
 //!
 //! Guarantee: the report compares pushflow's outputs with the demo's own
 //! ground truth (what it sent) and says which checks failed; the command
@@ -63,6 +67,10 @@ pub struct DemoArgs {
     /// Print the report as JSON on stdout (for scripts and tests).
     #[arg(long)]
     pub json: bool,
+    /// Keep everything running after the report (the pipeline, push-sim,
+    /// the dashboard) so a person can look, until Ctrl-C / SIGTERM.
+    #[arg(long)]
+    pub serve: bool,
 }
 
 impl DemoArgs {
@@ -112,9 +120,13 @@ pub async fn run(path: &Path, args: &DemoArgs) -> Result<(), Failure> {
     let (topology, components) = setup::prepare(path)?;
     let env = setup::start(topology, components).await?;
     let phases = Phases::new(args.json);
-    let outcome = setup::scenario(&env, args, &phases).await;
-    env.stop().await;
-    let mut report = outcome?;
+    let mut report = match setup::scenario(&env, args, &phases).await {
+        Ok(r) => r,
+        Err(e) => {
+            env.stop().await;
+            return Err(e);
+        }
+    };
     report.total_seconds = started.elapsed().as_secs_f64();
     if args.json {
         println!(
@@ -123,6 +135,18 @@ pub async fn run(path: &Path, args: &DemoArgs) -> Result<(), Failure> {
         );
     } else {
         print!("{}", report.render());
+    }
+    if args.serve {
+        let url = report.dashboard.as_ref().map(|d| d.url.clone());
+        eprintln!(
+            "\nstill serving (ingest http://{}{}); Ctrl-C or SIGTERM stops everything",
+            env.topology.services.ingest_addr,
+            url.map(|u| format!(", dashboard {u}")).unwrap_or_default()
+        );
+        // Returns once a signal drained every component (or one failed).
+        env.serve().await;
+    } else {
+        env.stop().await;
     }
     match report.failed_checks().is_empty() {
         true => Ok(()),

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::time::Duration;
 
-use super::browsers::{Sent, Truth};
+use super::browsers::{Scheduled, Sent, Truth};
 use super::checks::{LakeCounts, Pushes};
 
 /// The reference peak: a million notifications in 15 minutes.
@@ -65,6 +65,39 @@ pub struct PingFigures {
     pub counted_late: Vec<(String, i64)>,
 }
 
+/// The demo's second campaign, scheduled for later.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct ScheduledFigures {
+    /// Its id.
+    pub campaign_id: String,
+    /// `send_at`, RFC 3339 UTC.
+    pub send_at: String,
+}
+
+/// What the dashboard's API answered for the demo's merchant.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct DashboardFigures {
+    /// The page for the demo's store and campaign.
+    pub url: String,
+    /// Whether the topology runs `analytics` (dispatched and the scheduled
+    /// campaign come from it).
+    pub with_analytics: bool,
+    /// The campaign's `dispatched`.
+    pub dispatched: i64,
+    /// The campaign's `delivered`.
+    pub delivered: i64,
+    /// The campaign's `clicked`.
+    pub clicked: i64,
+    /// This month's billed impressions.
+    pub impressions: i64,
+    /// This month's billed clicks.
+    pub clicks: i64,
+    /// The second campaign's `status` (or why it could not be read).
+    pub scheduled_status: String,
+    /// Why the API could not be read, if it could not.
+    pub error: Option<String>,
+}
+
 /// What `pushflow demo` reports.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Report {
@@ -72,6 +105,8 @@ pub struct Report {
     pub store_id: String,
     /// Its campaign.
     pub campaign_id: String,
+    /// Its second campaign, scheduled for later.
+    pub scheduled_campaign: ScheduledFigures,
     /// Simulated subscribers.
     pub subscribers: u64,
     /// Seconds per phase, in order.
@@ -84,6 +119,8 @@ pub struct Report {
     pub billing: Option<BillingRow>,
     /// The lake's rows for the merchant.
     pub lake: Option<LakeCounts>,
+    /// What the dashboard's API showed (when the topology has one).
+    pub dashboard: Option<DashboardFigures>,
     /// Dead-letter topics that grew during the demo, by how much their
     /// watermarks moved.
     pub dead_letters: BTreeMap<String, i64>,
@@ -101,6 +138,16 @@ impl Report {
             subscribers: subscribers as u64,
             ..Report::default()
         }
+    }
+
+    /// Records the second campaign.
+    pub fn scheduled(&mut self, s: &Scheduled) {
+        self.scheduled_campaign = ScheduledFigures {
+            campaign_id: s.campaign_id.clone(),
+            send_at: chrono::DateTime::from_timestamp_millis(s.send_at)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                .unwrap_or_default(),
+        };
     }
 
     /// Records a phase's duration.
@@ -144,8 +191,11 @@ impl Report {
         [
             ("subscription.created", n),
             ("subscription.expired", 0),
-            ("campaign.created", 1),
+            // The launched campaign and the scheduled one.
+            ("campaign.created", 2),
             ("campaign.launched", 1),
+            ("campaign.scheduled", 1),
+            ("campaign.cancelled", 0),
             ("notification.dispatched", n),
             ("notification.failed", 0),
             (
@@ -227,6 +277,34 @@ impl Report {
             lake.rows == expected,
             format!("rows {:?}, expected {expected:?}", lake.rows),
         );
+        if let Some(d) = &self.dashboard {
+            let pings = d.delivered == p.distinct_delivered as i64
+                && d.clicked == p.distinct_clicked as i64;
+            let analytics = !d.with_analytics
+                || (d.dispatched == self.subscribers as i64 && d.scheduled_status == "scheduled");
+            add(
+                "dashboard API agrees with billing and the pings",
+                d.error.is_none() && pings && (d.impressions, d.clicks) == (bi, bc) && analytics,
+                match &d.error {
+                    Some(e) => format!("dashboard API: {e}"),
+                    None => format!(
+                        "campaign: {} delivered, {} clicked{}; billing: {} impressions, {} clicks{}",
+                        d.delivered,
+                        d.clicked,
+                        match d.with_analytics {
+                            true => format!(", {} dispatched", d.dispatched),
+                            false => String::new(),
+                        },
+                        d.impressions,
+                        d.clicks,
+                        match d.with_analytics {
+                            true => format!("; second campaign {}", d.scheduled_status),
+                            false => String::new(),
+                        },
+                    ),
+                },
+            );
+        }
         add(
             "no dead letters",
             self.dead_letters.is_empty(),
@@ -255,6 +333,13 @@ impl Report {
             self.store_id, self.campaign_id
         );
         let _ = writeln!(s, "  subscribers   {}", self.subscribers);
+        if !self.scheduled_campaign.campaign_id.is_empty() {
+            let _ = writeln!(
+                s,
+                "  scheduled     campaign {} for {}",
+                self.scheduled_campaign.campaign_id, self.scheduled_campaign.send_at
+            );
+        }
         let _ = writeln!(
             s,
             "  dispatch      {} notifications in {:.1} s = {:.0}/s ({} pushes accepted, {} repeated)",
@@ -315,6 +400,9 @@ impl Report {
             phases.join(", "),
             self.total_seconds
         );
+        if let Some(d) = &self.dashboard {
+            let _ = writeln!(s, "  dashboard     {}", d.url);
+        }
         let _ = writeln!(s, "  checks");
         for c in &self.checks {
             let mark = if c.ok { "ok  " } else { "FAIL" };

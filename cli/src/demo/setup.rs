@@ -23,6 +23,8 @@ pub struct DemoEnv {
     pub pipeline: Pipeline,
     pub sim: PushSim,
     pub http: reqwest::Client,
+    /// `http://<addr>` of the topology's dashboard, if it has one.
+    pub dashboard: Option<String>,
 }
 
 impl DemoEnv {
@@ -31,9 +33,20 @@ impl DemoEnv {
         format!("http://{}", self.topology.services.ingest_addr)
     }
 
+    /// Whether the topology runs a component of type `kind`.
+    pub fn runs(&self, kind: &str) -> bool {
+        self.topology.components.iter().any(|c| c.kind == kind)
+    }
+
     /// Drains and stops every component.
     pub async fn stop(self) {
         self.pipeline.shutdown.cancel();
+        self.serve().await
+    }
+
+    /// Keeps every component running until a signal (or a component
+    /// failing for good) stops them, then returns once they drained.
+    pub async fn serve(self) {
         let why = match self.pipeline.wait().await {
             Ok(()) => return,
             Err(Failure::Config(e)) => e,
@@ -121,10 +134,12 @@ pub async fn start(topology: Topology, components: Vec<Validated>) -> Result<Dem
     let sim = PushSim::start("127.0.0.1:0", behaviour, Some(publisher))
         .await
         .map_err(|e| Failure::Other(e.into()))?;
+    let dashboard = dashboard_url(&topology);
     let env = DemoEnv {
         topology,
         pipeline,
         sim,
+        dashboard,
         http: reqwest::Client::builder()
             .pool_max_idle_per_host(256)
             .timeout(Duration::from_secs(30))
@@ -151,6 +166,20 @@ pub async fn start(topology: Topology, components: Vec<Validated>) -> Result<Dem
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Ok(env)
+}
+
+/// `http://<addr>` of the topology's dashboard (its settings with
+/// `PUSHFLOW_DASHBOARD_ADDR`), if it has one.
+fn dashboard_url(topology: &Topology) -> Option<String> {
+    let spec = topology.components.iter().find(|c| c.kind == "dashboard")?;
+    let config = pushflow_dashboard::DashboardSettings::from_yaml(&spec.settings)
+        .and_then(|s| s.validate(|k| std::env::var(k).ok()))
+        .ok()?;
+    let mut addr: std::net::SocketAddr = config.addr.parse().ok()?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    Some(format!("http://{addr}"))
 }
 
 /// Runs the phases and returns the report.
@@ -181,6 +210,9 @@ pub async fn scenario(env: &DemoEnv, args: &DemoArgs, phases: &Phases) -> Result
     let t = Instant::now();
     let campaign_id = browsers::launch_campaign(env, &store_id, &args.token).await?;
     report.campaign_id = campaign_id.clone();
+    // And one for tomorrow, so the dashboard lists a scheduled campaign.
+    let scheduled = browsers::schedule_campaign(env, &store_id, &args.token).await?;
+    report.scheduled(&scheduled);
     report.phase("campaign", t.elapsed());
 
     // 3. Dispatch: every subscriber gets one decrypted push.
@@ -222,6 +254,13 @@ pub async fn scenario(env: &DemoEnv, args: &DemoArgs, phases: &Phases) -> Result
         Some(checks::wait_lake(env, &store_id, &campaign_id, &expected, args, &bar).await?);
     bar.finish();
     report.phase("lake", t.elapsed());
+    // 6. The merchant's own view: the dashboard's API shows the same.
+    if let Some(base) = &env.dashboard {
+        let t = Instant::now();
+        report.dashboard =
+            Some(checks::wait_dashboard(env, base, &report, &scheduled.campaign_id, args).await?);
+        report.phase("dashboard", t.elapsed());
+    }
     let dlq_after = checks::dlq_records(&env.topology).await?;
     report.dead_letters = dlq_after
         .iter()

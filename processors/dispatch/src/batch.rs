@@ -43,6 +43,14 @@ pub struct DispatchBatch {
     pub batch_key: String,
     /// Subscribers.
     pub subscriber_ids: Vec<String>,
+    /// A throttled launch's batch: at most this many sends per minute for
+    /// the campaign (sent by the paced loop, see [`crate::throttle`]).
+    #[serde(default)]
+    pub throttle_per_minute: Option<i32>,
+    /// A throttled batch: the campaign's next send slot when it was
+    /// released, ms.
+    #[serde(default)]
+    pub due_at: Option<i64>,
 }
 
 /// Encodes and decodes batches against the registry (ids cached).
@@ -143,10 +151,41 @@ mod tests {
             batch_no: 3,
             batch_key: "c:3".into(),
             subscriber_ids: vec!["a".into(), "b".into()],
+            throttle_per_minute: None,
+            due_at: None,
         };
         let bytes = codec.encode(&b).await.unwrap();
         assert_eq!(codec.decode(&bytes).await.unwrap(), b);
+        let throttled = DispatchBatch {
+            throttle_per_minute: Some(240),
+            due_at: Some(1_767_225_610_000),
+            ..b.clone()
+        };
+        let bytes = codec.encode(&throttled).await.unwrap();
+        assert_eq!(codec.decode(&bytes).await.unwrap(), throttled);
         assert!(codec.decode(b"nonsense").await.is_err());
+        // A batch written before the throttle fields (the old schema)
+        // decodes with them absent.
+        let mut old: serde_json::Value = serde_json::from_str(SCHEMA_TEXT).unwrap();
+        old["fields"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|f| f["name"] != "throttle_per_minute" && f["name"] != "due_at");
+        let old = Schema::parse_str(&old.to_string()).unwrap();
+        let resolver = Arc::new(InMemoryResolver::new());
+        let old_id = resolver
+            .register("dispatch.batches-value", &old.canonical_form())
+            .await
+            .unwrap();
+        let value = apache_avro::to_value(&b).unwrap().resolve(&old).unwrap();
+        let body = GenericDatumWriter::builder(&old)
+            .build()
+            .unwrap()
+            .write_value_to_vec(value)
+            .unwrap();
+        let reader = BatchCodec::new(resolver, TOPIC);
+        let read = reader.decode(&wire::frame(old_id, &body)).await.unwrap();
+        assert_eq!(read, b);
         assert!(!codec
             .decode(&bytes[..bytes.len() - 2])
             .await

@@ -1,6 +1,7 @@
 //! dispatch as a component of `pushflow up` (type `dispatch`): a pure
 //! [`validate`], then [`Dispatch::run_until`] connects and runs the view
-//! loop and the batch loop until shutdown.
+//! loop, the batch loop, the paced loop and the releaser (throttled
+//! launches) until shutdown.
 
 use async_trait::async_trait;
 use pushflow_runtime::codec::Codec;
@@ -170,6 +171,7 @@ impl Dispatch {
         // take long; the broker's default ceiling is 15 min.
         let view_txn = txn("view", "900000").await?;
         let batch_txn = txn("batches", "300000").await?;
+        let paced_txn = txn("paced", "300000").await?;
         tracing::info!(component = %self.name, instance = %instance, "transactional producers ready");
         let cfg = &self.settings;
         let sender = Sender::new(
@@ -199,10 +201,12 @@ impl Dispatch {
             producer,
             view_txn,
             batch_txn,
+            paced_txn,
             brokers: self.brokers.clone(),
             kafka: self.kafka.clone(),
             view_group: self.group.clone(),
             batch_group: format!("{}-batches", self.group),
+            paced_group: format!("{}-paced", self.group),
             sender,
             ping: self.ping.clone(),
             topics: Arc::new(self.topics.clone()),
@@ -210,8 +214,8 @@ impl Dispatch {
         })
     }
 
-    /// Runs both loops until `shutdown` is cancelled; each drains and
-    /// commits before returning.
+    /// Runs the loops and the releaser until `shutdown` is cancelled; each
+    /// loop drains and commits before returning.
     pub async fn run_until(
         self,
         shutdown: CancellationToken,
@@ -243,15 +247,27 @@ impl Dispatch {
             .passthrough
             .insert("max.poll.interval.ms".into(), "900000".into());
         batch_settings.max_batch = self.settings.raw.parallel_batches;
-        let (view_txn, batch_txn) = (shared.view_txn.clone(), shared.batch_txn.clone());
+        // Throttled batches: a consumer group of their own, so their pacing
+        // never holds up the batch loop.
+        let mut paced_settings = batch_settings.clone();
+        paced_settings.group_id = shared.paced_group.clone();
+        paced_settings.max_batch = crate::send::PACED_PARALLEL;
+        let (view_txn, batch_txn, paced_txn) = (
+            shared.view_txn.clone(),
+            shared.batch_txn.clone(),
+            shared.paced_txn.clone(),
+        );
         let mut view = ViewHandler {
             shared: shared.clone(),
         };
-        let mut batches = BatchHandler { shared };
+        let mut batches = BatchHandler::unthrottled(shared.clone());
+        let mut paced = BatchHandler::throttled(shared.clone());
         tracing::info!(component = %self.name, group = %self.group, "dispatch running");
         tokio::try_join!(
             run_consumer_transactional(&view_settings, &mut view, &view_txn, shutdown.clone()),
             run_consumer_transactional(&batch_settings, &mut batches, &batch_txn, shutdown.clone()),
+            run_consumer_transactional(&paced_settings, &mut paced, &paced_txn, shutdown.clone()),
+            crate::release::run(shared, shutdown.clone()),
         )?;
         Ok(())
     }

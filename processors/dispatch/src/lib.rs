@@ -23,6 +23,14 @@
 //! is encrypted (RFC 8291 aes128gcm, [`rfc8291`]), signed with a VAPID JWT
 //! cached per push-service origin ([`vapid`]) and sent with bounded
 //! concurrency per origin and the retry policy of [`sender`].
+//!
+//! Throttled launches (`campaign.launched` with `throttle_per_minute = N`,
+//! e.g. from the scheduler) are sent at no more than N notifications per
+//! minute for that campaign, across instances and restarts: planned into
+//! Postgres, released batch by batch by one releaser through an exactly-once
+//! outbox ([`release`]), and sent by a paced loop of their own (group
+//! `<group>-paced`) in send slots claimed atomically in Postgres
+//! ([`throttle`]). An unthrottled launch goes exactly as before.
 
 pub mod batch;
 pub mod bench;
@@ -30,11 +38,13 @@ pub mod cli;
 pub mod component;
 pub mod config;
 pub mod outcomes;
+pub mod release;
 pub mod rfc8291;
 pub mod send;
 pub mod sender;
 pub mod shared;
 pub mod store;
+pub mod throttle;
 pub mod vapid;
 pub mod view;
 

@@ -13,6 +13,12 @@
 //! in, in chunks, each outcome is written to Postgres, naming this batch
 //! record, and its events are produced into the open transaction. A kill -9
 //! can therefore only repeat push sends whose outcome was not yet written.
+//!
+//! Two loops run this handler, each in its [`Lane`]: the batch loop sends
+//! unthrottled batches at once (and skips throttled ones), the paced loop
+//! (group `<group>-paced`) sends throttled batches, each push in the send
+//! slot it claimed ([`crate::throttle`]); so a throttled campaign's pacing
+//! never holds up the batches of the others.
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -26,10 +32,12 @@ use std::time::Duration;
 
 use crate::batch::DispatchBatch;
 use crate::outcomes::OutcomeRow;
-use crate::sender::{Outcome, Push};
+use crate::sender::{Outcome, Push, Sender};
 use crate::shared::{notification_id, Cause, Shared};
-use crate::store::Subscription;
+use crate::store::{CampaignKey, Subscription};
+use crate::throttle::Slots;
 use crate::DispatchError;
+use pushflow_runtime::kafka::Producer;
 
 /// Outcomes written per chunk (or after [`CHUNK_WAIT`]).
 const CHUNK: usize = 128;
@@ -55,10 +63,35 @@ pub struct Payload<'a> {
     pub ping_token: String,
 }
 
-/// The batch loop's handler.
+/// Which batch records a [`BatchHandler`] sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// The batch loop: unthrottled batches, all at once; throttled ones
+    /// are skipped (the paced loop has them).
+    Unthrottled,
+    /// The paced loop: throttled batches only, each push in its claimed
+    /// send slot.
+    Throttled,
+}
+
+/// Throttled batch records the paced loop handles at once (each takes up
+/// to [`crate::throttle::SLOT`], mostly waiting between sends).
+pub const PACED_PARALLEL: usize = 16;
+
+/// The handler of the batch loop or of the paced loop.
 pub struct BatchHandler {
     /// Shared state.
     pub shared: Shared,
+    /// Which records it sends.
+    pub lane: Lane,
+    /// The loop's transactional producer (outcome events go into its open
+    /// transaction).
+    pub txn: Producer,
+    /// The loop's consumer group (whose committed offsets tell whether a
+    /// batch record's transaction committed).
+    pub group: String,
+    /// Batch records sent at once.
+    pub parallel: usize,
 }
 
 /// The batch record being dispatched: (partition, offset) in the batches
@@ -117,7 +150,45 @@ pub fn topic_of(campaign_id: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d.as_ref())[..32].to_string()
 }
 
+/// Sends one push in a task of its own; its outcome row goes to `tx`.
+fn send_one(
+    sender: Sender,
+    c: CampaignCreated,
+    push: Push,
+    sub: String,
+    nid: String,
+    at: BatchAt,
+    tx: tokio::sync::mpsc::Sender<OutcomeRow>,
+) {
+    tokio::spawn(async move {
+        let outcome = sender.send(&push).await;
+        let _ = tx.send(row(&c, &sub, &nid, &outcome, at)).await;
+    });
+}
+
 impl BatchHandler {
+    /// The batch loop's handler.
+    pub fn unthrottled(shared: Shared) -> BatchHandler {
+        BatchHandler {
+            lane: Lane::Unthrottled,
+            txn: shared.batch_txn.clone(),
+            group: shared.batch_group.clone(),
+            parallel: shared.cfg.raw.parallel_batches,
+            shared,
+        }
+    }
+
+    /// The paced loop's handler.
+    pub fn throttled(shared: Shared) -> BatchHandler {
+        BatchHandler {
+            lane: Lane::Throttled,
+            txn: shared.paced_txn.clone(),
+            group: shared.paced_group.clone(),
+            parallel: PACED_PARALLEL,
+            shared,
+        }
+    }
+
     fn push_for(
         &self,
         c: &CampaignCreated,
@@ -163,7 +234,7 @@ impl BatchHandler {
         }
         let s = &self.shared;
         s.store.record(rows).await?;
-        s.publish(rows).await?;
+        s.publish(&self.txn, rows).await?;
         for r in rows.iter() {
             metrics::counter!("pushflow_dispatch_notifications_total", "outcome" => r.kind.clone())
                 .increment(1);
@@ -174,6 +245,37 @@ impl BatchHandler {
         }
         rows.clear();
         Ok(())
+    }
+
+    /// Starts the i-th push at `wait + i × spacing` from now, in a task that
+    /// stops when the batch is given up (its outcome channel closed).
+    fn pace(
+        &self,
+        sends: Vec<(Push, String, String)>,
+        slots: Slots,
+        c: &CampaignCreated,
+        at: BatchAt,
+        tx: tokio::sync::mpsc::Sender<OutcomeRow>,
+        batch: &str,
+    ) {
+        let s = &self.shared;
+        if slots.wait > crate::throttle::SLOT {
+            tracing::warn!(component = %s.name, batch, wait_ms = slots.wait.as_millis() as u64,
+                "throttled batch waits long for its slots (a batch handled again after a crash?)");
+        }
+        tracing::info!(component = %s.name, batch, sends = sends.len(), wait_ms = slots.wait.as_millis() as u64,
+            spacing_ms = slots.spacing.as_secs_f64() * 1000.0, "throttled batch: sending paced");
+        let (sender, c) = (s.sender.clone(), c.clone());
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now() + slots.wait;
+            for (i, (push, sub, nid)) in sends.into_iter().enumerate() {
+                tokio::time::sleep_until(start + slots.spacing * i as u32).await;
+                if tx.is_closed() {
+                    return;
+                }
+                send_one(sender.clone(), c.clone(), push, sub, nid, at, tx.clone());
+            }
+        });
     }
 
     /// Outcomes among `decided` whose events no committed transaction
@@ -202,7 +304,7 @@ impl BatchHandler {
         let committed = if causes.is_empty() {
             Vec::new()
         } else {
-            s.committed(&s.batch_group, &causes).await?
+            s.committed(&self.group, &causes).await?
         };
         let mut out: Vec<OutcomeRow> = decided
             .values()
@@ -223,7 +325,19 @@ impl BatchHandler {
     /// decided now.
     pub async fn dispatch(&self, b: &DispatchBatch, at: BatchAt) -> Result<usize, DispatchError> {
         let s = &self.shared;
+        let key = CampaignKey {
+            store_id: b.store_id.clone(),
+            campaign_id: b.campaign_id.clone(),
+        };
+        // Throttled: the batch's send slots are claimed below; a batch that
+        // sends nothing still claims (none), so the next one is released.
+        let pace = b
+            .throttle_per_minute
+            .filter(|_| self.lane == Lane::Throttled);
         let Some(c) = s.store.campaign(&b.store_id, &b.campaign_id).await? else {
+            if let Some(n) = pace {
+                s.store.claim(&key, b.batch_no, 0, n).await?;
+            }
             return Err(DispatchError::BadRecord(format!(
                 "batch {} names campaign {:?}, whose campaign.created dispatch never saw",
                 b.batch_key, b.campaign_id
@@ -251,12 +365,16 @@ impl BatchHandler {
             .filter(|(_, n)| !decided.contains_key(n))
             .collect();
         if todo.is_empty() {
+            if let Some(n) = pace {
+                s.store.claim(&key, b.batch_no, 0, n).await?;
+            }
             return Ok(0);
         }
         let ids: Vec<String> = todo.iter().map(|p| p.0.clone()).collect();
         let subs = s.store.subscriptions(&b.store_id, &ids).await?;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<OutcomeRow>(CHUNK * 2);
         let mut rows = Vec::new();
+        let mut sends = Vec::with_capacity(todo.len());
         for (sub, nid) in todo.iter().map(|p| (&p.0, &p.1)) {
             let early = match subs.get(sub) {
                 None => Some(Outcome::Failed {
@@ -277,18 +395,27 @@ impl BatchHandler {
                 rows.push(row(&c, sub, nid, &o, at));
                 continue;
             }
-            let push = self.push_for(&c, &subs[sub], nid)?;
-            let (sender, tx, c2, sub, nid) = (
-                s.sender.clone(),
-                tx.clone(),
-                c.clone(),
+            sends.push((
+                self.push_for(&c, &subs[sub], nid)?,
                 sub.clone(),
                 nid.clone(),
-            );
-            tokio::spawn(async move {
-                let outcome = sender.send(&push).await;
-                let _ = tx.send(row(&c2, &sub, &nid, &outcome, at)).await;
-            });
+            ));
+        }
+        match pace {
+            None => {
+                for (push, sub, nid) in sends {
+                    send_one(s.sender.clone(), c.clone(), push, sub, nid, at, tx.clone());
+                }
+            }
+            Some(n) => {
+                let Some(slots) = s.store.claim(&key, b.batch_no, sends.len(), n).await? else {
+                    return Err(DispatchError::BadRecord(format!(
+                        "throttled batch {} of a campaign dispatch has no throttle state for (it planned no throttled launch of it)",
+                        b.batch_key
+                    )));
+                };
+                self.pace(sends, slots, &c, at, tx.clone(), &b.batch_key);
+            }
         }
         drop(tx);
         let n = todo.len();
@@ -322,6 +449,8 @@ impl Handler for BatchHandler {
                 .decode(r.payload.as_deref().unwrap_or_default())
                 .await
             {
+                // The other loop's record: skipped here.
+                Ok(b) if b.throttle_per_minute.is_some() != (self.lane == Lane::Throttled) => {}
                 Ok(b) => decoded.push((
                     i,
                     b,
@@ -331,13 +460,15 @@ impl Handler for BatchHandler {
                     },
                 )),
                 Err(e) if e.is_retryable() => return Err(e.into_runtime(&s.name)),
+                // Undecodable: the batch loop dead-letters it (once).
+                Err(_) if self.lane == Lane::Throttled => {}
                 Err(e) => s.dlq.send(r, &e.to_string()).await?,
             }
         }
         let this = &*self;
         let results: Vec<(usize, Result<usize, DispatchError>)> = futures::stream::iter(decoded)
             .map(move |(i, b, at)| async move { (i, this.dispatch(&b, at).await) })
-            .buffer_unordered(s.cfg.raw.parallel_batches)
+            .buffer_unordered(self.parallel)
             .collect()
             .await;
         for (i, res) in results {

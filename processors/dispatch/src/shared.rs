@@ -106,6 +106,8 @@ pub struct Shared {
     /// Transactional producer of the batch loop: a batch's outcome events
     /// commit with the batch's consumed offset.
     pub batch_txn: Producer,
+    /// Transactional producer of the paced loop (throttled batches).
+    pub paced_txn: Producer,
     /// Kafka bootstrap servers (committed-offset look-ups).
     pub brokers: String,
     /// librdkafka pass-through.
@@ -114,6 +116,8 @@ pub struct Shared {
     pub view_group: String,
     /// Consumer group of the batch loop.
     pub batch_group: String,
+    /// Consumer group of the paced loop (`<group>-paced`).
+    pub paced_group: String,
     /// Dead letters.
     pub dlq: DeadLetters,
     /// HTTP sender.
@@ -172,11 +176,12 @@ impl Shared {
     }
 
     /// Produces the events of decided outcomes (dispatched or failed, and
-    /// `subscription.expired` for push services' 404/410) in the batch
-    /// loop's open transaction and waits for every acknowledgement. Event
-    /// ids are deterministic, so a replay after an aborted transaction
-    /// sends the same events, never different ones.
-    pub async fn publish(&self, rows: &[OutcomeRow]) -> Result<(), DispatchError> {
+    /// `subscription.expired` for push services' 404/410) in the open
+    /// transaction of `txn` (the batch loop's or the paced loop's) and
+    /// waits for every acknowledgement. Event ids are deterministic, so a
+    /// replay after an aborted transaction sends the same events, never
+    /// different ones.
+    pub async fn publish(&self, txn: &Producer, rows: &[OutcomeRow]) -> Result<(), DispatchError> {
         let mut sends = Vec::with_capacity(rows.len() + 8);
         for r in rows {
             let (topic, key, bytes) = if r.kind == "dispatched" {
@@ -234,7 +239,7 @@ impl Shared {
         let n = sends.len() as u64;
         let futs = sends
             .iter()
-            .map(|(t, k, b)| self.batch_txn.send(t, Some(k.as_bytes()), b, &[]));
+            .map(|(t, k, b)| txn.send(t, Some(k.as_bytes()), b, &[]));
         for r in futures::future::join_all(futs).await {
             r?;
         }

@@ -101,6 +101,37 @@ BEGIN
   END LOOP;
 END $$;
 CREATE INDEX IF NOT EXISTS outcomes_store_campaign ON dispatch.outcomes (store_id, campaign_id);
+-- Throttled launches (see throttle.rs): the launch's throttle, the planned
+-- batches not yet released, each campaign's send clock, and how far the
+-- releaser has read its own output back.
+ALTER TABLE dispatch.launches ADD COLUMN IF NOT EXISTS throttle_per_minute integer;
+CREATE TABLE IF NOT EXISTS dispatch.throttles (
+    store_id    text NOT NULL,
+    campaign_id text NOT NULL,
+    per_minute  integer NOT NULL,
+    batch_size  integer NOT NULL,
+    batches     integer NOT NULL,
+    audience    bigint NOT NULL,
+    released    integer NOT NULL DEFAULT 0,
+    claimed     integer NOT NULL DEFAULT -1,
+    clock_us    bigint NOT NULL,
+    planned_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (store_id, campaign_id)
+);
+CREATE INDEX IF NOT EXISTS throttles_open ON dispatch.throttles (clock_us) WHERE released < batches;
+CREATE TABLE IF NOT EXISTS dispatch.throttled_batches (
+    store_id       text NOT NULL,
+    campaign_id    text NOT NULL,
+    batch_no       integer NOT NULL,
+    subscriber_ids text[] NOT NULL,
+    PRIMARY KEY (store_id, campaign_id, batch_no)
+);
+CREATE TABLE IF NOT EXISTS dispatch.release_positions (
+    topic       text NOT NULL,
+    partition   integer NOT NULL,
+    next_offset bigint NOT NULL,
+    PRIMARY KEY (topic, partition)
+);
 "#;
 
 /// A campaign: ids are unique per store, so (store, campaign) names one.
@@ -131,6 +162,7 @@ pub struct Subscription {
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
+    config: tokio_postgres::Config,
 }
 
 pub(crate) fn db(e: impl std::fmt::Display) -> DispatchError {
@@ -147,7 +179,7 @@ impl Store {
             .await
             .map_err(db)?;
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -167,7 +199,16 @@ impl Store {
             .map_err(db)?;
         tx.batch_execute(DDL).await.map_err(db)?;
         tx.commit().await.map_err(db)?;
-        Ok(Store { pool })
+        Ok(Store { pool, config })
+    }
+
+    /// A connection of its own, outside the pool, for a session-level
+    /// advisory lock (a pooled connection would keep the lock after its
+    /// user is gone).
+    pub async fn dedicated(&self) -> Result<tokio_postgres::Client, DispatchError> {
+        let (client, conn) = self.config.connect(NoTls).await.map_err(db)?;
+        tokio::spawn(conn);
+        Ok(client)
     }
 
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, DispatchError> {
@@ -283,17 +324,38 @@ impl Store {
         }))
     }
 
-    /// Records a launch (a repeated one changes nothing).
-    pub async fn launch(&self, campaign_id: &str, store_id: &str) -> Result<(), DispatchError> {
+    /// Records a launch with its throttle (a repeated one changes
+    /// nothing: the first launch's throttle holds).
+    pub async fn launch(
+        &self,
+        campaign_id: &str,
+        store_id: &str,
+        throttle_per_minute: Option<i32>,
+    ) -> Result<(), DispatchError> {
         self.client()
             .await?
             .execute(
-                "INSERT INTO dispatch.launches (campaign_id, store_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                &[&campaign_id, &store_id],
+                "INSERT INTO dispatch.launches (campaign_id, store_id, throttle_per_minute) VALUES ($1, $2, $3)
+                 ON CONFLICT DO NOTHING",
+                &[&campaign_id, &store_id, &throttle_per_minute],
             )
             .await
             .map_err(db)?;
         Ok(())
+    }
+
+    /// The throttle of a recorded launch (`None`: unthrottled or unknown).
+    pub async fn launch_throttle(&self, key: &CampaignKey) -> Result<Option<i32>, DispatchError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT throttle_per_minute FROM dispatch.launches WHERE store_id = $1 AND campaign_id = $2",
+                &[&key.store_id, &key.campaign_id],
+            )
+            .await
+            .map_err(db)?;
+        Ok(row.and_then(|r| r.get(0)))
     }
 
     /// The plan state of the launched campaigns among `ids` (store,

@@ -13,6 +13,11 @@
 //! (the same batches, with the same record ids); a launch seen again later
 //! (a repeated `campaign.launched`) is planned again only if that
 //! transaction never committed. So no batch record is on the topic twice.
+//!
+//! A launch with `throttle_per_minute` is planned into Postgres instead,
+//! in one transaction, and released batch by batch ([`crate::throttle`]);
+//! planned once, it is never planned again. A `throttle_per_minute` below
+//! 1 is refused: the launch goes to the dead-letter topic.
 
 use async_trait::async_trait;
 use pushflow_runtime::kafka::{Durable, Handler, Record};
@@ -72,6 +77,8 @@ impl ViewHandler {
                     batch_no,
                     batch_key: key,
                     subscriber_ids: ids,
+                    throttle_per_minute: None,
+                    due_at: None,
                 };
                 pending.push((b.batch_key.clone(), s.batches.encode(&b).await?));
                 batch_no += 1;
@@ -94,6 +101,20 @@ impl ViewHandler {
         s.store.planned(&key, batch_no, audience, cause).await?;
         tracing::info!(component = %s.name, campaign_id = %campaign.campaign_id, store_id = %campaign.store_id, batches = batch_no, audience, "campaign planned");
         Ok(batch_no)
+    }
+
+    /// Plans a throttled launch into Postgres (see [`crate::throttle`]).
+    async fn plan_throttled(&self, id: &CampaignKey, per_minute: i32) -> Result<(), DispatchError> {
+        let s = &self.shared;
+        let planned = s
+            .store
+            .plan_throttled(id, per_minute, s.cfg.raw.batch_size)
+            .await?;
+        if let Some((batches, audience)) = planned {
+            tracing::info!(component = %s.name, campaign_id = %id.campaign_id, store_id = %id.store_id,
+                batches, audience, throttle_per_minute = per_minute, "throttled campaign planned; batches are released as they fall due");
+        }
+        Ok(())
     }
 
     async fn apply(&mut self, batch: &[Record]) -> Result<(), DispatchError> {
@@ -124,10 +145,17 @@ impl ViewHandler {
                     .await
                     .map(|e| campaigns.push((e, cause())))
             } else if r.topic == t.campaign_launched {
-                s.codec
-                    .decode::<CampaignLaunched>(bytes)
-                    .await
-                    .map(|e| launches.push((e, cause())))
+                match s.codec.decode::<CampaignLaunched>(bytes).await {
+                    Ok(e) if e.throttle_per_minute.is_some_and(|n| n < 1) => {
+                        let why = format!(
+                            "throttle_per_minute {:?}: must be at least 1, or null for no throttle",
+                            e.throttle_per_minute
+                        );
+                        self.dead_letter(r, &DispatchError::BadRecord(why)).await?;
+                        Ok(())
+                    }
+                    other => other.map(|e| launches.push((e, cause()))),
+                }
             } else {
                 Ok(())
             };
@@ -147,7 +175,9 @@ impl ViewHandler {
             s.store.add_campaign(c).await?;
         }
         for (l, _) in &launches {
-            s.store.launch(&l.campaign_id, &l.store_id).await?;
+            s.store
+                .launch(&l.campaign_id, &l.store_id, l.throttle_per_minute)
+                .await?;
         }
         // Each campaign whose content or launch came in this batch, with
         // the last record that names it (any of them commits with the plan).
@@ -181,9 +211,12 @@ impl ViewHandler {
                 continue;
             }
             match s.store.campaign(&id.store_id, &id.campaign_id).await? {
-                Some(c) => {
-                    self.plan(&c, &cause).await?;
-                }
+                Some(c) => match s.store.launch_throttle(&id).await? {
+                    Some(n) => self.plan_throttled(&id, n).await?,
+                    None => {
+                        self.plan(&c, &cause).await?;
+                    }
+                },
                 None => {
                     tracing::info!(component = %s.name, store_id = %id.store_id, campaign_id = %id.campaign_id, "launch waits for campaign.created")
                 }

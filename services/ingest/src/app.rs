@@ -367,8 +367,12 @@ async fn events(
         let p = prepare(topic, r, now)
             .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, format!("record {i}: {m}")))?;
         if let Some(t) = token {
-            t.check_store(&p.store_id)
-                .map_err(|e| ApiError::new(StatusCode::FORBIDDEN, format!("record {i}: {e}")))?;
+            if let Some(why) = crate::auth::store_refusal(t, &p.store_id) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    format!("record {i}: {why}"),
+                ));
+            }
         }
         prepared.push(p);
     }

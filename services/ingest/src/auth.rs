@@ -1,223 +1,36 @@
-//! Bearer tokens for `/v1/events`, scoped to topics and to stores.
-//!
-//! Tokens are kept only as SHA-256 hashes; a presented token is hashed and
-//! compared against every configured hash in constant time (no early exit),
-//! so neither timing nor logs reveal a token.
+//! Bearer tokens for `/v1/events`, scoped to topics and to stores: the
+//! shared token code of [`pushflow_runtime::bearer`] (hashes only,
+//! constant-time comparison), with ingest's own rules on top — which topics
+//! a token may name ([`crate::config::check_topics`]: catalogue topics,
+//! never the billable ones) and the wording of a refused record.
 
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+use pushflow_runtime::bearer::EnvFormat;
+pub use pushflow_runtime::bearer::{hash_token, AuthError, TokenEntry, Tokens};
 
-/// The lower-case hex SHA-256 of `token`, as written in `tokens[].sha256`.
-pub fn hash_token(token: &str) -> String {
-    hex(&Sha256::digest(token.as_bytes()))
+/// Parses `PUSHFLOW_INGEST_TOKENS`:
+/// `name:plaintext:topic1|topic2[:store1|store2];…` (`*` for every topic
+/// or store; without the stores field, every store).
+pub fn parse_env(spec: &str) -> Result<Tokens, String> {
+    Tokens::parse_env(
+        spec,
+        EnvFormat::TopicsAndStores,
+        crate::config::check_topics,
+    )
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
-/// One configured token.
-#[derive(Clone)]
-pub struct TokenEntry {
-    name: String,
-    hash: [u8; 32],
-    /// `None` = every topic.
-    topics: Option<Vec<String>>,
-    /// `None` = every store.
-    stores: Option<Vec<String>>,
-}
-
-impl std::fmt::Debug for TokenEntry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenEntry")
-            .field("name", &self.name)
-            .field("topics", &self.topics)
-            .field("stores", &self.stores)
-            .finish_non_exhaustive()
-    }
-}
-
-impl TokenEntry {
-    /// A token from its hex hash; `stores` empty or `["*"]`: every store.
-    pub fn from_hash(
-        name: &str,
-        sha256_hex: &str,
-        topics: &[String],
-        stores: &[String],
-    ) -> Result<TokenEntry, String> {
-        let hash = unhex(&sha256_hex.to_ascii_lowercase()).ok_or_else(|| {
-            format!("token {name:?}: expected 64 hex digits (`pushflow ingest hash-token <TOKEN>`)")
-        })?;
-        Ok(TokenEntry {
-            name: name.to_string(),
-            hash,
-            topics: scope(topics),
-            stores: scope(stores),
-        })
-    }
-
-    /// A token from its plain text (hashed at once).
-    pub fn from_plain(name: &str, token: &str, topics: &[String], stores: &[String]) -> TokenEntry {
-        TokenEntry {
-            name: name.to_string(),
-            hash: Sha256::digest(token.as_bytes()).into(),
-            topics: scope(topics),
-            stores: scope(stores),
-        }
-    }
-
-    /// The token's name (logged; never the token).
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn allows(&self, topic: &str) -> bool {
-        self.topics
-            .as_ref()
-            .is_none_or(|t| t.iter().any(|x| x == topic))
-    }
-
-    /// Refuses `store_id` unless the token covers it.
-    pub fn check_store(&self, store_id: &str) -> Result<(), AuthError> {
-        match &self.stores {
-            Some(stores) if !stores.iter().any(|s| s == store_id) => Err(AuthError::OtherStore {
-                name: self.name.clone(),
-                store: store_id.to_string(),
-                stores: stores.join(", "),
-            }),
-            _ => Ok(()),
-        }
-    }
-}
-
-/// `None` (every one) when the list is empty or holds `*`.
-fn scope(list: &[String]) -> Option<Vec<String>> {
-    (!list.is_empty() && !list.iter().any(|t| t == "*")).then(|| list.to_vec())
-}
-
-/// Why a request to `/v1/events` was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AuthError {
-    /// No `Authorization: Bearer …` header (401).
-    #[error("missing bearer token: send `Authorization: Bearer <token>`")]
-    Missing,
-    /// The token matches no configured token (401).
-    #[error("invalid bearer token")]
-    Invalid,
-    /// The token is valid but not for this topic (403).
-    #[error("token {name:?} may not write to topic {topic:?}")]
-    Forbidden {
-        /// The token's name.
-        name: String,
-        /// The topic asked for.
-        topic: String,
-    },
-    /// The token is valid but not for this record's store (403).
-    #[error("token {name:?} may not write for store {store:?} (it covers: {stores}); the whole batch was refused")]
-    OtherStore {
-        /// The token's name.
-        name: String,
-        /// The record's `store_id`.
-        store: String,
-        /// The stores the token covers.
-        stores: String,
-    },
-}
-
-/// The configured tokens.
-#[derive(Debug, Clone, Default)]
-pub struct Tokens {
-    entries: Vec<TokenEntry>,
-}
-
-impl Tokens {
-    /// From entries.
-    pub fn new(entries: Vec<TokenEntry>) -> Tokens {
-        Tokens { entries }
-    }
-
-    /// Parses `PUSHFLOW_INGEST_TOKENS`:
-    /// `name:plaintext:topic1|topic2[:store1|store2];…` (`*` for every
-    /// topic or store; without the stores field, every store).
-    pub fn parse_env(spec: &str) -> Result<Tokens, String> {
-        let mut entries = Vec::new();
-        for part in spec.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-            let mut it = part.splitn(4, ':');
-            let (Some(name), Some(token), Some(topics)) = (it.next(), it.next(), it.next()) else {
-                return Err(
-                    "expected name:token:topic1|topic2[:store1|store2] (entries separated by ';')"
-                        .into(),
-                );
-            };
-            let stores: Vec<String> = match it.next() {
-                Some(s) => s.split('|').map(|s| s.trim().to_string()).collect(),
-                None => Vec::new(),
-            };
-            crate::config::check_stores(&stores).map_err(|e| format!("token {name:?}: {e}"))?;
-            if name.is_empty() || token.len() < 8 {
-                return Err(format!(
-                    "token {name:?}: name must be non-empty and the token at least 8 characters"
-                ));
-            }
-            let topics: Vec<String> = topics.split('|').map(|t| t.trim().to_string()).collect();
-            crate::config::check_topics(&topics).map_err(|e| format!("token {name:?}: {e}"))?;
-            entries.push(TokenEntry::from_plain(name, token, &topics, &stores));
-        }
-        Ok(Tokens { entries })
-    }
-
-    /// Number of tokens.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// Whether none is configured.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    /// Checks an `Authorization` header value for `topic`; returns the
-    /// token (whose stores the caller checks per record).
-    pub fn check(
-        &self,
-        authorization: Option<&str>,
-        topic: &str,
-    ) -> Result<&TokenEntry, AuthError> {
-        let token = authorization
-            .and_then(|h| {
-                h.strip_prefix("Bearer ")
-                    .or_else(|| h.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or(AuthError::Missing)?;
-        let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let mut found: Option<&TokenEntry> = None;
-        for e in &self.entries {
-            // Every entry is compared; no early exit.
-            if bool::from(e.hash.ct_eq(&presented)) {
-                found = Some(e);
-            }
-        }
-        let e = found.ok_or(AuthError::Invalid)?;
-        if !e.allows(topic) {
-            return Err(AuthError::Forbidden {
-                name: e.name.clone(),
-                topic: topic.to_string(),
-            });
-        }
-        Ok(e)
+/// Why `token` may not write a record of `store_id`, as ingest answers it
+/// (403), or `None` when it may.
+pub fn store_refusal(token: &TokenEntry, store_id: &str) -> Option<String> {
+    match token.check_store(store_id) {
+        Err(AuthError::OtherStore {
+            name,
+            store,
+            stores,
+        }) => Some(format!(
+            "token {name:?} may not write for store {store:?} (it covers: {stores}); the whole batch was refused"
+        )),
+        Err(other) => Some(other.to_string()),
+        Ok(()) => None,
     }
 }
 
@@ -226,83 +39,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hashes_and_checks_scopes() {
-        assert_eq!(
-            hash_token("test"),
-            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
-        );
-        let t = Tokens::new(vec![
-            TokenEntry::from_hash(
-                "billing",
-                &hash_token("billing-secret"),
-                &["campaign.created".into()],
-                &[],
-            )
-            .unwrap(),
-            TokenEntry::from_plain("admin", "admin-secret", &["*".into()], &["*".into()]),
-        ]);
-        assert_eq!(
-            t.check(Some("Bearer billing-secret"), "campaign.created")
-                .map(TokenEntry::name),
-            Ok("billing")
-        );
-        assert!(matches!(
-            t.check(Some("Bearer billing-secret"), "campaign.launched"),
-            Err(AuthError::Forbidden { .. })
-        ));
-        assert_eq!(
-            t.check(Some("Bearer admin-secret"), "campaign.launched")
-                .map(TokenEntry::name),
-            Ok("admin")
-        );
-        assert_eq!(
-            t.check(Some("Bearer nope"), "campaign.created")
-                .unwrap_err(),
-            AuthError::Invalid
-        );
-        assert_eq!(
-            t.check(None, "campaign.created").unwrap_err(),
-            AuthError::Missing
-        );
-        assert_eq!(
-            t.check(Some("Basic abc"), "campaign.created").unwrap_err(),
-            AuthError::Missing
-        );
-    }
-
-    #[test]
     fn parses_the_env_override() {
-        let t = Tokens::parse_env(
+        let t = parse_env(
             "dev:pushflow-dev-token:*; svc:svc-token-1:campaign.created|campaign.launched",
         )
         .unwrap();
         assert_eq!(t.len(), 2);
-        assert!(Tokens::parse_env("dev:short:*").is_err());
-        assert!(Tokens::parse_env("dev:long-enough:nope.topic").is_err());
-        assert!(Tokens::parse_env("justname").is_err());
-        assert!(TokenEntry::from_hash("x", "abc", &[], &[]).is_err());
+        assert!(parse_env("dev:short:*").is_err());
+        assert!(parse_env("dev:long-enough:nope.topic").is_err());
+        assert!(parse_env("dev:long-enough:notification.delivered").is_err());
+        assert!(parse_env("justname").is_err());
     }
 
     #[test]
-    fn a_token_covers_its_stores_only() {
-        let t = Tokens::parse_env(
-            "shop:shop-token-1:campaign.created:store-a|store-b; all:all-token-1:*",
-        )
-        .unwrap();
+    fn a_record_of_another_store_is_refused_in_ingest_words() {
+        let t = parse_env("shop:shop-token-1:campaign.created:store-a|store-b; all:all-token-1:*")
+            .unwrap();
         let shop = t
             .check(Some("Bearer shop-token-1"), "campaign.created")
             .unwrap();
-        assert_eq!(shop.check_store("store-a"), Ok(()));
-        let e = shop.check_store("store-c").unwrap_err();
-        assert!(e.to_string().contains("\"store-c\""), "{e}");
-        assert!(e.to_string().contains("store-a, store-b"), "{e}");
+        assert_eq!(store_refusal(shop, "store-a"), None);
+        assert_eq!(
+            store_refusal(shop, "store-c").unwrap(),
+            "token \"shop\" may not write for store \"store-c\" (it covers: store-a, store-b); \
+             the whole batch was refused"
+        );
         let all = t
             .check(Some("Bearer all-token-1"), "campaign.created")
             .unwrap();
-        assert_eq!(all.check_store("store-c"), Ok(()));
-        assert!(
-            Tokens::parse_env("x:long-enough:*:").is_err(),
-            "an empty store"
-        );
+        assert_eq!(store_refusal(all, "store-c"), None);
+        assert!(parse_env("x:long-enough:*:").is_err(), "an empty store");
     }
 }

@@ -22,6 +22,7 @@
 //! ```
 
 use axum::http::HeaderValue;
+use pushflow_runtime::bearer::check_stores;
 use pushflow_runtime::topology::{parse_duration, parse_size};
 use pushflow_schemas::Topic;
 use serde::Deserialize;
@@ -194,7 +195,7 @@ impl IngestSettings {
             ));
         }
         let tokens = match env("PUSHFLOW_INGEST_TOKENS").filter(|s| !s.trim().is_empty()) {
-            Some(spec) => Tokens::parse_env(&spec)
+            Some(spec) => crate::auth::parse_env(&spec)
                 .map_err(|e| IngestError::config("PUSHFLOW_INGEST_TOKENS", e))?,
             None => {
                 let mut entries = Vec::new();
@@ -290,14 +291,6 @@ pub(crate) fn check_topics(topics: &[String]) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// A token's `stores`: empty (every store), `*`, or non-empty store ids.
-pub(crate) fn check_stores(stores: &[String]) -> Result<(), String> {
-    match stores.iter().find(|s| s.trim().is_empty()) {
-        Some(_) => Err("a store id is empty: list store ids, or \"*\" for every store".into()),
-        None => Ok(()),
-    }
 }
 
 #[cfg(test)]

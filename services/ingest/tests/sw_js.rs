@@ -26,7 +26,6 @@
 //!   refused ("Not allowed to open a window"), so opening the campaign url
 //!   is not tested.
 
-mod browser;
 mod common;
 
 use axum::body::Bytes;
@@ -35,11 +34,11 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use browser::{until, Cdp, Chromium};
 use common::*;
 use pushflow_runtime::codec::Codec;
 use pushflow_runtime::token::{PingClaims, PingKeys};
 use pushflow_schemas::{now_millis, NotificationClicked, NotificationDelivered};
+use pushflow_testkit::browser::{until, Cdp, Chromium};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

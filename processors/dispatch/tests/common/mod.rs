@@ -135,6 +135,17 @@ impl Env {
         campaign_id: &str,
         title: &str,
     ) -> CampaignCreated {
+        self.launch_with(store_id, campaign_id, title, None).await
+    }
+
+    /// [`Env::launch_as`] with the launch's `throttle_per_minute`.
+    pub async fn launch_with(
+        &self,
+        store_id: &str,
+        campaign_id: &str,
+        title: &str,
+        throttle_per_minute: Option<i32>,
+    ) -> CampaignCreated {
         let c = CampaignCreated {
             event_id: new_event_id(),
             occurred_at: now_millis(),
@@ -162,7 +173,7 @@ impl Env {
             occurred_at: now_millis(),
             store_id: store_id.into(),
             campaign_id: c.campaign_id.clone(),
-            throttle_per_minute: None,
+            throttle_per_minute,
         };
         let bytes = self.codec.encode(&l).await.unwrap();
         self.producer

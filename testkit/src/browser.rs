@@ -5,7 +5,10 @@
 //! Bounded and self-cleaning: every wait has a limit, every CDP call
 //! times out, and dropping [`Chromium`] kills the browser, waits for it and
 //! removes its fresh profile directory.
+//!
+//! Used by ingest's service-worker tests and the dashboard's page tests.
 
+use base64::Engine;
 use futures::stream::SplitSink;
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -46,7 +49,7 @@ impl Chromium {
              Chromium and have no fallback; install it with `apt-get install chromium` \
              (CI's .ci/run does)"
         );
-        let dir = std::env::temp_dir().join(pushflow_testkit::unique("ingest-chromium"));
+        let dir = std::env::temp_dir().join(crate::unique("chromium"));
         let profile = dir.join("profile");
         std::fs::create_dir_all(&profile).unwrap();
         let log = std::fs::File::create(dir.join("chromium.log")).unwrap();
@@ -261,6 +264,56 @@ impl Cdp {
                 .then_some(())
         })
         .await;
+    }
+
+    /// Emulates a viewport of `width` × `height` CSS pixels (device scale
+    /// 1) for the page of `session`, e.g. 390 wide for a phone.
+    pub async fn set_viewport(&self, session: &str, width: u32, height: u32, mobile: bool) {
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile}),
+            Some(session),
+        )
+        .await;
+    }
+
+    /// A PNG of the page of `session`; `full_page` captures beyond the
+    /// viewport (the whole document's height).
+    pub async fn screenshot(&self, session: &str, full_page: bool) -> Vec<u8> {
+        let r = self
+            .call(
+                "Page.captureScreenshot",
+                json!({"format": "png", "captureBeyondViewport": full_page}),
+                Some(session),
+            )
+            .await;
+        base64::engine::general_purpose::STANDARD
+            .decode(r["data"].as_str().expect("screenshot data"))
+            .expect("screenshot is base64")
+    }
+
+    /// Evaluates `expression` in `session` every 100 ms until it gives a
+    /// value other than `null` / `false`, and returns it; panics naming
+    /// `what` (with the last value) after `limit`.
+    pub async fn wait_for(
+        &self,
+        session: &str,
+        what: &str,
+        limit: Duration,
+        expression: &str,
+    ) -> Value {
+        let started = Instant::now();
+        loop {
+            let v = self.evaluate(session, expression).await;
+            if !(v.is_null() || v == Value::Bool(false)) {
+                return v;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "{what}: not within {limit:?} ({expression} gave {v})"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Waits (at most 30 s) for the first event, in arrival order, for

@@ -1,0 +1,160 @@
+//! The `scheduler` component of `pushflow up` (type `scheduler`): a pure
+//! [`validate`] of its topology entry, then [`Scheduler::run_until`].
+//! Guarantee: see the crate doc (each scheduled campaign launched once).
+
+use async_trait::async_trait;
+use pushflow_runtime::codec::Codec;
+use pushflow_runtime::component::{Component, Context};
+use pushflow_runtime::http::Health;
+use pushflow_runtime::kafka::{DeadLetters, Producer};
+use pushflow_runtime::probe::Dependency;
+use pushflow_runtime::topology::{ComponentSpec, Topology};
+use pushflow_runtime::{CancellationToken, RuntimeError};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{SchedulerSettings, Validated};
+use crate::launcher::{self, Options, Topics};
+
+/// A validated scheduler, ready to connect.
+pub struct Scheduler {
+    /// Component name.
+    pub name: String,
+    /// Checked settings.
+    pub settings: Validated,
+    /// Topic names.
+    pub topics: Topics,
+    /// Kafka bootstrap servers.
+    pub brokers: String,
+    /// librdkafka pass-through.
+    pub kafka: BTreeMap<String, String>,
+    /// Postgres URL.
+    pub database_url: String,
+    /// Schema registry URL.
+    pub registry_url: String,
+    /// Group name: the launches' transactional id is `<group>-launcher`.
+    pub group: String,
+}
+
+/// Checks a `scheduler` entry without I/O; the error is (field, message).
+pub fn validate(
+    spec: &ComponentSpec,
+    t: &Topology,
+) -> Result<Box<dyn Component>, (String, String)> {
+    let settings: SchedulerSettings = if spec.settings.is_null() {
+        SchedulerSettings::default()
+    } else {
+        serde_yaml::from_value(spec.settings.clone())
+            .map_err(|e| ("settings".to_string(), e.to_string()))?
+    };
+    let settings = settings.validate()?;
+    let topics = Topics::default();
+    for want in topics.inputs() {
+        if !spec.inputs.contains(&want) {
+            return Err((
+                "inputs".into(),
+                format!("the scheduler reads {want:?}; add it to inputs"),
+            ));
+        }
+    }
+    if let Some(other) = spec.inputs.iter().find(|i| !topics.inputs().contains(i)) {
+        return Err((
+            "inputs".into(),
+            format!("the scheduler reads only campaign.scheduled, campaign.cancelled and campaign.launched, not {other:?}"),
+        ));
+    }
+    if spec.outputs != [topics.launched.clone()] {
+        return Err((
+            "outputs".into(),
+            format!(
+                "the scheduler writes {:?} only; set outputs to it",
+                topics.launched
+            ),
+        ));
+    }
+    let s = &t.services;
+    Ok(Box::new(Scheduler {
+        name: spec.name.clone(),
+        settings,
+        topics,
+        brokers: s.brokers.clone(),
+        kafka: t.kafka.clone(),
+        database_url: s.database_url.clone(),
+        registry_url: s.registry_url.clone(),
+        group: spec.group_id(),
+    }))
+}
+
+impl Scheduler {
+    /// Runs until `shutdown` is cancelled: stands by until it is the
+    /// active instance, then reads, fires and records.
+    pub async fn run_until(
+        self,
+        shutdown: CancellationToken,
+        health: Option<Health>,
+    ) -> Result<(), RuntimeError> {
+        let name = self.name.clone();
+        let codec = Codec::for_registry(&self.registry_url)?;
+        let producer = Producer::new(&self.brokers, &self.kafka, Duration::from_secs(30))?;
+        let opts = Options {
+            dlq: DeadLetters::new(producer, self.name.clone()),
+            codec: Arc::new(codec),
+            name: self.name,
+            settings: self.settings,
+            topics: self.topics,
+            brokers: self.brokers,
+            kafka: self.kafka,
+            database_url: self.database_url,
+            group: self.group,
+        };
+        tracing::info!(component = %name, schema = %opts.settings.schema, inputs = ?opts.topics.inputs(), "scheduler starting");
+        match launcher::run(&opts, shutdown, health.as_ref()).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                if let Some(h) = &health {
+                    h.failing(&name, e.to_string());
+                }
+                Err(e.into_runtime(&name))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Component for Scheduler {
+    async fn run(self: Box<Self>, ctx: Context) -> Result<(), RuntimeError> {
+        ctx.watch(vec![
+            Dependency::Broker,
+            Dependency::Postgres,
+            Dependency::Registry,
+        ]);
+        (*self)
+            .run_until(ctx.shutdown.clone(), Some(ctx.health.clone()))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validates_the_repository_entry_and_names_wrong_fields() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../topology.yaml");
+        let t = Topology::load(&path).unwrap();
+        let spec = t
+            .component("scheduler")
+            .expect("topology.yaml has a scheduler");
+        assert!(validate(spec, &t).is_ok());
+        let mut bad = spec.clone();
+        bad.inputs.retain(|i| i != "campaign.cancelled");
+        assert_eq!(validate(&bad, &t).err().unwrap().0, "inputs");
+        let mut bad = spec.clone();
+        bad.outputs.push("campaign.created".into());
+        assert_eq!(validate(&bad, &t).err().unwrap().0, "outputs");
+        let mut bad = spec.clone();
+        bad.settings = serde_yaml::from_str("max_sleep: forever").unwrap();
+        assert_eq!(validate(&bad, &t).err().unwrap().0, "settings.max_sleep");
+    }
+}

@@ -4,9 +4,41 @@
 //! database of a connection URL existing, whoever created it: two
 //! instances starting at once both succeed. [`migrate`] applies each
 //! versioned migration of a schema exactly once, whoever runs it.
+//! [`pool`] is the one way a component builds its connection pool.
 
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use std::time::Duration;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Config, NoTls};
+
+/// How a component's pool behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// Most connections open at once.
+    pub max_size: usize,
+    /// Longest wait for a free connection.
+    pub wait_timeout: Duration,
+    /// Longest wait to open a new connection.
+    pub create_timeout: Duration,
+}
+
+/// A connection pool for `config` (connections are opened on first use,
+/// so this needs no running Postgres; a dropped connection is replaced).
+pub fn pool(config: Config, settings: PoolSettings) -> Result<Pool, deadpool_postgres::BuildError> {
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(settings.max_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(settings.wait_timeout))
+        .create_timeout(Some(settings.create_timeout))
+        .build()
+}
 
 /// Creates the database `config` names if it does not exist yet (through
 /// the server's `postgres` database). Returns whether this call created
@@ -134,6 +166,15 @@ pub async fn migrate(
         .iter()
         .map(|r| r.get(0))
         .collect();
+    let known = migrations.iter().map(|m| m.version).max().unwrap_or(0);
+    if let Some(newer) = done.iter().copied().filter(|v| *v > known).max() {
+        tracing::warn!(
+            schema,
+            applied = newer,
+            known,
+            "the database has migrations newer than this binary"
+        );
+    }
     let mut todo: Vec<&Migration> = migrations
         .iter()
         .filter(|m| !done.contains(&m.version))

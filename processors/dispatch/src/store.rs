@@ -9,7 +9,8 @@
 //! `(store_id, subscriber_id) WHERE NOT expired` pages through millions of
 //! subscribers of one store in constant memory.
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::Pool;
+use pushflow_runtime::postgres::PoolSettings;
 use pushflow_schemas::{CampaignCreated, SubscriptionCreated, SubscriptionExpired, Urgency};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -178,20 +179,15 @@ impl Store {
         pushflow_runtime::postgres::ensure_database(&config)
             .await
             .map_err(db)?;
-        let manager = Manager::from_config(
+        let pool = pushflow_runtime::postgres::pool(
             config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
+            PoolSettings {
+                max_size: 8,
+                wait_timeout: Duration::from_secs(30),
+                create_timeout: Duration::from_secs(10),
             },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(8)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(Duration::from_secs(30)))
-            .create_timeout(Some(Duration::from_secs(10)))
-            .build()
-            .map_err(db)?;
+        )
+        .map_err(db)?;
         let mut c = pool.get().await.map_err(db)?;
         let tx = c.transaction().await.map_err(db)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])

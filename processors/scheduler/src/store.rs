@@ -12,9 +12,9 @@
 //!   in the same transaction as the rows those records changed.
 //! - `migrations(version)`.
 
+use pushflow_runtime::postgres::Migration;
 use std::collections::HashMap;
-use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, Config, NoTls, Transaction};
+use tokio_postgres::{Client, Transaction};
 
 use crate::schedule::{CampaignKey, Launch, Schedule, State};
 use crate::SchedulerError;
@@ -28,19 +28,9 @@ fn pg(context: &str) -> impl FnOnce(tokio_postgres::Error) -> SchedulerError + '
 
 /// Connects to `url`, creating the database first if it does not exist.
 pub async fn connect(url: &str) -> Result<Client, SchedulerError> {
-    let config: Config = url.parse().map_err(pg("parse the database URL"))?;
-    let connected = match config.connect(NoTls).await {
-        Err(e) if e.code() == Some(&SqlState::INVALID_CATALOG_NAME) => {
-            pushflow_runtime::postgres::create_database(&config)
-                .await
-                .map_err(pg("create the database"))?;
-            config.connect(NoTls).await
-        }
-        other => other,
-    };
-    let (client, conn) = connected.map_err(pg("connect"))?;
-    tokio::spawn(conn);
-    Ok(client)
+    pushflow_runtime::postgres::connect(url)
+        .await
+        .map_err(pg("connect"))
 }
 
 fn migrations(s: &str) -> Vec<(i32, String)> {
@@ -64,44 +54,17 @@ fn migrations(s: &str) -> Vec<(i32, String)> {
 }
 
 /// Creates the schema and applies missing migrations, under an advisory
-/// lock so that two instances starting at once apply each exactly once.
+/// lock so that two instances starting at once apply each exactly once
+/// ([`pushflow_runtime::postgres::migrate`]).
 pub async fn migrate(client: &mut Client, schema: &str) -> Result<(), SchedulerError> {
-    let tx = client.transaction().await.map_err(pg("begin migrations"))?;
-    tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtext('pushflow.scheduler.migrations'))",
-        &[],
-    )
-    .await
-    .map_err(pg("take the migration lock"))?;
-    tx.batch_execute(&format!(
-        "CREATE SCHEMA IF NOT EXISTS {schema};
-         CREATE TABLE IF NOT EXISTS {schema}.migrations (version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());"
-    ))
-    .await
-    .map_err(pg("create the schema"))?;
-    let done: Vec<i32> = tx
-        .query(&format!("SELECT version FROM {schema}.migrations"), &[])
-        .await
-        .map_err(pg("read migrations"))?
-        .iter()
-        .map(|r| r.get(0))
+    let all: Vec<Migration> = migrations(schema)
+        .into_iter()
+        .map(|(version, sql)| Migration { version, sql })
         .collect();
-    for (version, sql) in migrations(schema) {
-        if done.contains(&version) {
-            continue;
-        }
-        tx.batch_execute(&sql)
-            .await
-            .map_err(pg("apply a migration"))?;
-        tx.execute(
-            &format!("INSERT INTO {schema}.migrations (version) VALUES ($1)"),
-            &[&version],
-        )
+    pushflow_runtime::postgres::migrate(client, schema, &all)
         .await
-        .map_err(pg("record a migration"))?;
-        tracing::info!(schema, version, "applied scheduler migration");
-    }
-    tx.commit().await.map_err(pg("commit migrations"))
+        .map_err(pg("apply the scheduler migrations"))?;
+    Ok(())
 }
 
 /// Tries to become the active instance: a session advisory lock, held

@@ -16,12 +16,13 @@
 //!
 //! Every query names the store, and the tables' keys start with it.
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::Pool;
+use pushflow_runtime::postgres::PoolSettings;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Config, NoTls};
+use tokio_postgres::Config;
 
 use crate::config::{DashboardConfig, Window};
 use crate::DashboardError;
@@ -152,20 +153,15 @@ impl Store {
         pg.application_name("pushflow-dashboard");
         pg.options("-c default_transaction_read_only=on -c statement_timeout=10000");
         pg.connect_timeout(Duration::from_secs(5));
-        let manager = Manager::from_config(
+        let pool = pushflow_runtime::postgres::pool(
             pg,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
+            PoolSettings {
+                max_size: 8,
+                wait_timeout: Duration::from_secs(10),
+                create_timeout: Duration::from_secs(5),
             },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(8)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(Duration::from_secs(10)))
-            .create_timeout(Some(Duration::from_secs(5)))
-            .build()
-            .map_err(|e| DashboardError::config("database_url", e.to_string()))?;
+        )
+        .map_err(|e| DashboardError::config("database_url", e.to_string()))?;
         Ok(Store {
             pool,
             aggregate: config.aggregate_schema.clone(),

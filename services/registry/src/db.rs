@@ -10,14 +10,10 @@
 
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::error::SqlState;
-use tokio_postgres::NoTls;
+use deadpool_postgres::Pool;
+use pushflow_runtime::postgres::{self, Migration, PoolSettings};
 
 use crate::RegistryError;
-
-/// Advisory-lock key serialising migrations ("pushflow registry" in ASCII, truncated).
-const MIGRATION_LOCK_KEY: i64 = 0x7075_7368_7265_6769;
 
 /// The registry's migrations, in order. Never edit a released one: append.
 const MIGRATIONS: &[(i32, &str)] = &[(
@@ -57,126 +53,35 @@ const MIGRATIONS: &[(i32, &str)] = &[(
 )];
 
 /// Parses the URL, creates its database if missing, builds the pool and
-/// runs the migrations.
+/// runs the migrations (all through [`pushflow_runtime::postgres`]).
 pub(crate) async fn connect(database_url: &str) -> Result<Pool, RegistryError> {
     let config: tokio_postgres::Config = database_url
         .parse()
         .map_err(|e| RegistryError::InvalidDatabaseUrl(format!("{e}")))?;
-    ensure_database(&config).await?;
-    let manager = Manager::from_config(
+    postgres::ensure_database(&config).await?;
+    let pool = postgres::pool(
         config,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
+        PoolSettings {
+            max_size: 16,
+            wait_timeout: Duration::from_secs(10),
+            create_timeout: Duration::from_secs(10),
         },
-    );
-    let pool = Pool::builder(manager)
-        .max_size(16)
-        .runtime(Runtime::Tokio1)
-        .wait_timeout(Some(Duration::from_secs(10)))
-        .create_timeout(Some(Duration::from_secs(10)))
-        .build()?;
-    migrate(&pool).await?;
-    Ok(pool)
-}
-
-/// Connects once to the target database; if Postgres says it does not
-/// exist, connects to `postgres` and creates it (losing a creation race to
-/// another instance is fine).
-async fn ensure_database(config: &tokio_postgres::Config) -> Result<(), RegistryError> {
-    let Some(name) = config.get_dbname() else {
-        return Ok(());
-    };
-    match config.connect(NoTls).await {
-        Ok((client, connection)) => {
-            drop(client);
-            let _ = connection.await;
-            return Ok(());
-        }
-        Err(e) if e.code() == Some(&SqlState::INVALID_CATALOG_NAME) => {}
-        Err(e) => return Err(e.into()),
-    }
-    let mut admin = config.clone();
-    admin.dbname("postgres");
-    let (client, connection) = admin.connect(NoTls).await?;
-    let driver = tokio::spawn(connection);
-    let sql = format!("CREATE DATABASE {}", quote_ident(name));
-    let created = client.batch_execute(&sql).await;
-    drop(client);
-    let _ = driver.await;
-    match created {
-        Ok(()) => {
-            tracing::info!(database = name, "created database");
-            Ok(())
-        }
-        Err(e)
-            if e.code() == Some(&SqlState::DUPLICATE_DATABASE)
-                || e.code() == Some(&SqlState::UNIQUE_VIOLATION) =>
-        {
-            Ok(())
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Applies the migrations not yet recorded in `registry.migrations`.
-async fn migrate(pool: &Pool) -> Result<(), RegistryError> {
+    )?;
     let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK_KEY])
-        .await?;
-    tx.batch_execute(
-        "CREATE SCHEMA IF NOT EXISTS registry;
-         CREATE TABLE IF NOT EXISTS registry.migrations (
-             version    integer PRIMARY KEY,
-             applied_at timestamptz NOT NULL DEFAULT now()
-         );",
-    )
-    .await?;
-    let applied: Vec<i32> = tx
-        .query("SELECT version FROM registry.migrations", &[])
-        .await?
+    let all: Vec<Migration> = MIGRATIONS
         .iter()
-        .map(|row| row.get(0))
+        .map(|(version, sql)| Migration {
+            version: *version,
+            sql: sql.to_string(),
+        })
         .collect();
-    let known = MIGRATIONS.last().map_or(0, |(v, _)| *v);
-    if let Some(newer) = applied.iter().copied().filter(|v| *v > known).max() {
-        tracing::warn!(
-            applied = newer,
-            known,
-            "database has registry migrations newer than this binary"
-        );
-    }
-    for (version, sql) in MIGRATIONS {
-        if applied.contains(version) {
-            continue;
-        }
-        tx.batch_execute(sql).await?;
-        tx.execute(
-            "INSERT INTO registry.migrations (version, applied_at) VALUES ($1, now())",
-            &[version],
-        )
-        .await?;
-        tracing::info!(version, "applied registry migration");
-    }
-    tx.commit().await?;
-    Ok(())
-}
-
-/// Quotes a Postgres identifier (`"a""b"`).
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
+    postgres::migrate(&mut client, "registry", &all).await?;
+    Ok(pool)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn identifiers_are_quoted() {
-        assert_eq!(quote_ident("pushflow"), "\"pushflow\"");
-        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
-    }
 
     #[test]
     fn migrations_are_strictly_increasing() {

@@ -5,6 +5,10 @@
 //! names the file, the entry and the field.
 
 #[path = "../src/components/mod.rs"]
+#[expect(
+    dead_code,
+    reason = "only validation is used here, not what `up` reads of a kind"
+)]
 mod components;
 #[path = "../../fuzz/src/corpus.rs"]
 mod corpus;

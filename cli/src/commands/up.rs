@@ -80,9 +80,7 @@ impl Pipeline {
         for v in &components {
             health.failing(&v.spec.name, "starting");
         }
-        let (first, rest): (Vec<_>, Vec<_>) = components
-            .into_iter()
-            .partition(|v| v.spec.kind == "registry");
+        let (first, rest): (Vec<_>, Vec<_>) = components.into_iter().partition(|v| v.starts_first);
         let mut set = Running::new();
         for v in first {
             let c = ctx(&v.spec);
@@ -160,13 +158,18 @@ pub async fn run_one(path: &Path, name: Option<&str>) -> Result<(), Failure> {
             // No registry declared: run one with default settings.
             let spec: ComponentSpec = serde_yaml::from_str("name: registry\ntype: registry\n")
                 .expect("static spec parses");
-            let component = (crate::components::kinds()
+            let kind = crate::components::kinds()
                 .into_iter()
                 .find(|k| k.name == "registry")
-                .expect("registry is a known kind")
-                .validate)(&spec, &topology)
-            .map_err(|(f, m)| Failure::Config(format!("{f}: {m}")))?;
-            Validated { spec, component }
+                .expect("registry is a known kind");
+            let component = (kind.validate)(&spec, &topology)
+                .map_err(|(f, m)| Failure::Config(format!("{f}: {m}")))?;
+            Validated {
+                spec,
+                component,
+                serves_http: kind.serves_http,
+                starts_first: kind.starts_first,
+            }
         }
         None => {
             return Err(Failure::Config(format!(
@@ -180,10 +183,7 @@ pub async fn run_one(path: &Path, name: Option<&str>) -> Result<(), Failure> {
     let health = Health::default();
     // HTTP services serve /healthz and /metrics on their own address; the
     // others get the process's admin address.
-    if !matches!(
-        v.spec.kind.as_str(),
-        "registry" | "ingest" | "push-sim" | "dashboard"
-    ) {
+    if !v.serves_http {
         let admin = bind(&topology.services.metrics_addr).await?;
         tokio::spawn(serve(admin, admin_router(health.clone()), shutdown.clone()));
     }

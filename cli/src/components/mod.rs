@@ -16,6 +16,11 @@ pub struct Kind {
     pub name: &'static str,
     /// Pure validation and construction.
     pub validate: Validate,
+    /// Serves HTTP on an address of its own, with its own `/healthz` and
+    /// `/metrics` (so `pushflow run` binds no admin address for it).
+    pub serves_http: bool,
+    /// Starts before the topology is applied (the others need it then).
+    pub starts_first: bool,
 }
 
 /// Every component type pushflow knows.
@@ -24,38 +29,56 @@ pub fn kinds() -> Vec<Kind> {
         Kind {
             name: "registry",
             validate: registry::validate,
+            serves_http: true,
+            starts_first: true,
         },
         Kind {
             name: "aggregate",
             validate: pushflow_aggregate::validate,
+            serves_http: false,
+            starts_first: false,
         },
         Kind {
             name: "analytics",
             validate: pushflow_analytics::validate,
+            serves_http: false,
+            starts_first: false,
         },
         Kind {
             name: "ingest",
             validate: pushflow_ingest::validate,
+            serves_http: true,
+            starts_first: false,
         },
         Kind {
             name: "s3-parquet",
             validate: pushflow_s3_parquet::validate,
+            serves_http: false,
+            starts_first: false,
         },
         Kind {
             name: "dispatch",
             validate: pushflow_dispatch::validate,
+            serves_http: false,
+            starts_first: false,
         },
         Kind {
             name: "scheduler",
             validate: pushflow_scheduler::validate,
+            serves_http: false,
+            starts_first: false,
         },
         Kind {
             name: "push-sim",
             validate: pushflow_push_sim::validate,
+            serves_http: true,
+            starts_first: false,
         },
         Kind {
             name: "dashboard",
             validate: pushflow_dashboard::validate,
+            serves_http: true,
+            starts_first: false,
         },
     ]
 }
@@ -66,6 +89,10 @@ pub struct Validated {
     pub spec: ComponentSpec,
     /// The component, ready to run.
     pub component: Box<dyn Component>,
+    /// Its kind's [`Kind::serves_http`].
+    pub serves_http: bool,
+    /// Its kind's [`Kind::starts_first`].
+    pub starts_first: bool,
 }
 
 /// Validates every component of `t` (no I/O), in file order.
@@ -94,6 +121,8 @@ pub fn validate_all(t: &Topology) -> Result<Vec<Validated>, TopologyError> {
             Ok(Validated {
                 spec: spec.clone(),
                 component,
+                serves_http: kind.serves_http,
+                starts_first: kind.starts_first,
             })
         })
         .collect()

@@ -127,15 +127,3 @@ pub fn validate_all(t: &Topology) -> Result<Vec<Validated>, TopologyError> {
         })
         .collect()
 }
-
-/// Parses a component's `settings:` into its config struct (which denies
-/// unknown fields), mapping serde's message to (field, message).
-pub fn settings<T: serde::de::DeserializeOwned + Default>(
-    spec: &ComponentSpec,
-) -> Result<T, (String, String)> {
-    if spec.settings.is_null() {
-        return Ok(T::default());
-    }
-    serde_yaml::from_value(spec.settings.clone())
-        .map_err(|e| ("settings".to_string(), e.to_string()))
-}

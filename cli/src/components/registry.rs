@@ -27,7 +27,7 @@ pub fn validate(
     spec: &ComponentSpec,
     t: &Topology,
 ) -> Result<Box<dyn Component>, (String, String)> {
-    let _: RegistrySettings = super::settings(spec)?;
+    let _: RegistrySettings = spec.settings()?;
     Ok(Box::new(RegistryComponent {
         addr: t.services.registry_addr.clone(),
         database_url: t.services.database_url.clone(),

@@ -99,12 +99,9 @@ pub async fn replay(path: &Path, args: &ReplayArgs) -> Result<(), AggregateError
                 args.component
             ))
         })?;
-    let settings: AggregateSettings = if spec.settings.is_null() {
-        AggregateSettings::default()
-    } else {
-        serde_yaml::from_value(spec.settings.clone())
-            .map_err(|e| AggregateError::Invalid(format!("{}: settings: {e}", spec.name)))?
-    };
+    let settings: AggregateSettings = spec
+        .settings()
+        .map_err(|(field, e)| AggregateError::Invalid(format!("{}: {field}: {e}", spec.name)))?;
     let settings = settings
         .validate()
         .map_err(|(f, m)| AggregateError::Invalid(format!("{}: {f}: {m}", spec.name)))?;

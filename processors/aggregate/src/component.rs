@@ -27,12 +27,7 @@ pub fn validate(
     spec: &ComponentSpec,
     _topology: &Topology,
 ) -> Result<Box<dyn Component>, (String, String)> {
-    let settings: AggregateSettings = if spec.settings.is_null() {
-        AggregateSettings::default()
-    } else {
-        serde_yaml::from_value(spec.settings.clone())
-            .map_err(|e| ("settings".to_string(), e.to_string()))?
-    };
+    let settings: AggregateSettings = spec.settings()?;
     let settings = settings.validate()?;
     if spec.inputs.is_empty() {
         return Err((

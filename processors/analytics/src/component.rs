@@ -24,12 +24,7 @@ pub struct Analytics {
 /// The settings of an `analytics` entry, checked (no I/O); the error is
 /// (field, message).
 pub fn settings_of(spec: &ComponentSpec) -> Result<Validated, (String, String)> {
-    let settings: AnalyticsSettings = if spec.settings.is_null() {
-        AnalyticsSettings::default()
-    } else {
-        serde_yaml::from_value(spec.settings.clone())
-            .map_err(|e| ("settings".to_string(), e.to_string()))?
-    };
+    let settings: AnalyticsSettings = spec.settings()?;
     settings.validate()
 }
 

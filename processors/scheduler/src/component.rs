@@ -42,12 +42,7 @@ pub fn validate(
     spec: &ComponentSpec,
     t: &Topology,
 ) -> Result<Box<dyn Component>, (String, String)> {
-    let settings: SchedulerSettings = if spec.settings.is_null() {
-        SchedulerSettings::default()
-    } else {
-        serde_yaml::from_value(spec.settings.clone())
-            .map_err(|e| ("settings".to_string(), e.to_string()))?
-    };
+    let settings: SchedulerSettings = spec.settings()?;
     let settings = settings.validate()?;
     let topics = Topics::default();
     for want in topics.inputs() {

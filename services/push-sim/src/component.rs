@@ -22,12 +22,7 @@ pub fn validate(
     spec: &ComponentSpec,
     _t: &Topology,
 ) -> Result<Box<dyn Component>, (String, String)> {
-    let settings: PushSimSettings = if spec.settings.is_null() {
-        PushSimSettings::default()
-    } else {
-        serde_yaml::from_value(spec.settings.clone())
-            .map_err(|e| ("settings".to_string(), e.to_string()))?
-    };
+    let settings: PushSimSettings = spec.settings()?;
     if settings.addr.parse::<std::net::SocketAddr>().is_err() {
         return Err((
             "settings.addr".into(),

@@ -88,12 +88,7 @@ impl S3ParquetSink {
         spec: &ComponentSpec,
         topology: &Topology,
     ) -> Result<S3ParquetSink, (String, String)> {
-        let config: SinkConfig = if spec.settings.is_null() {
-            SinkConfig::default()
-        } else {
-            serde_yaml::from_value(spec.settings.clone())
-                .map_err(|e| ("settings".to_string(), e.to_string()))?
-        };
+        let config: SinkConfig = spec.settings()?;
         let settings = config.validate()?;
         if spec.inputs.is_empty() {
             return Err((

@@ -59,12 +59,12 @@ enum Command {
     /// default settings; or hash a token, or benchmark pings.
     Ingest {
         #[command(subcommand)]
-        command: Option<pushflow_ingest::cli::IngestCommand>,
+        command: Option<commands::ingest::IngestCommand>,
     },
     /// Run the push-service simulator alone (VAPID check, aes128gcm
     /// decryption, injected faults); or print a VAPID key pair, or ask a
     /// running simulator for test subscribers.
-    PushSim(pushflow_push_sim::cli::PushSimArgs),
+    PushSim(commands::push_sim::PushSimArgs),
     /// Run the merchant API and dashboard page alone on
     /// PUSHFLOW_DASHBOARD_ADDR (default 127.0.0.1:8082): the topology's
     /// `dashboard` component, or one with default settings (tokens then
@@ -77,61 +77,20 @@ enum Command {
     },
     /// Print a month's billed impressions and clicks per store (the view
     /// billing_monthly_impressions).
-    Billing(pushflow_aggregate::cli::BillingArgs),
+    Billing(commands::billing::BillingArgs),
     /// Rebuild derived state from the Kafka log and compare it with the
     /// live state.
     #[command(subcommand)]
-    Replay(ReplayCommand),
+    Replay(commands::replay::ReplayCommand),
     /// Measure throughput against a baseline measured in the same run.
     #[command(subcommand)]
-    Bench(BenchCommand),
+    Bench(commands::bench::BenchCommand),
     /// The audit lake: DDL for Athena / Glue and Trino.
     #[command(subcommand)]
-    Lake(pushflow_s3_parquet::cli::LakeCommand),
+    Lake(commands::lake::LakeCommand),
     /// Run SQL over the Parquet lake (DataFusion); one table per topic,
     /// e.g. notification_delivered, with partition columns dt and hour.
-    Query(pushflow_s3_parquet::cli::QueryArgs),
-}
-
-/// `pushflow replay …`
-#[derive(Debug, Subcommand)]
-enum ReplayCommand {
-    /// Rebuild the aggregates into fresh tables and report any difference
-    /// from the live ones.
-    Aggregate(pushflow_aggregate::cli::ReplayArgs),
-    /// Rebuild the analytics tables into a fresh schema and report any
-    /// difference from the live ones (exit 1 when a row differs).
-    Analytics(pushflow_analytics::cli::ReplayArgs),
-}
-
-/// `pushflow bench …`
-#[derive(Debug, Subcommand)]
-enum BenchCommand {
-    /// Aggregate: broker → Postgres, in-process core, raw-consume ceiling,
-    /// one-upsert-per-event baseline.
-    Aggregate(pushflow_aggregate::cli::BenchArgs),
-    /// Parquet sink: broker → Parquet on local disk, in-process encode
-    /// rate, ArrowWriter ceiling and raw-consume rate.
-    Sink(pushflow_s3_parquet::cli::BenchArgs),
-    /// Dispatch: encrypted, VAPID-signed pushes to push-sim on loopback,
-    /// against the web-push crate used the plain way.
-    Dispatch(pushflow_dispatch::cli::BenchArgs),
-}
-
-/// Maps a lake command's error to the exit code.
-fn lake_failure(e: pushflow_s3_parquet::LakeError) -> Failure {
-    match e.is_config() {
-        true => Failure::Config(e.to_string()),
-        false => Failure::Other(e.into()),
-    }
-}
-
-/// Maps an aggregate command's error to the exit code.
-fn aggregate_failure(e: pushflow_aggregate::AggregateError) -> Failure {
-    match e.is_config() {
-        true => Failure::Config(e.to_string()),
-        false => Failure::Other(e.into()),
-    }
+    Query(commands::lake::QueryArgs),
 }
 
 /// What `main` reports: exit 2 for configuration errors, 1 otherwise.
@@ -145,6 +104,40 @@ pub enum Failure {
 impl<E: Into<anyhow::Error>> From<E> for Failure {
     fn from(e: E) -> Self {
         Failure::Other(e.into())
+    }
+}
+
+/// A component's error that knows whether it is the caller's configuration
+/// or arguments (each crate's `is_config`).
+pub trait ConfigAware: std::fmt::Display + Into<anyhow::Error> {
+    /// Whether the binary exits with code 2.
+    fn is_config(&self) -> bool;
+}
+
+/// Implements [`ConfigAware`] by the error's own `is_config`.
+macro_rules! config_aware {
+    ($($error:ty),*) => {$(
+        impl ConfigAware for $error {
+            fn is_config(&self) -> bool {
+                <$error>::is_config(self)
+            }
+        }
+    )*};
+}
+
+config_aware!(
+    pushflow_aggregate::AggregateError,
+    pushflow_analytics::AnalyticsError,
+    pushflow_ingest::IngestError,
+    pushflow_dashboard::DashboardError,
+    pushflow_s3_parquet::LakeError
+);
+
+/// Maps a component's error to the exit code: 2 for configuration, else 1.
+pub fn failure<E: ConfigAware>(e: E) -> Failure {
+    match e.is_config() {
+        true => Failure::Config(e.to_string()),
+        false => Failure::Other(e.into()),
     }
 }
 
@@ -170,64 +163,29 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
+        let topology = &cli.topology;
         match cli.command {
-            Command::Up { skip } => commands::up::up(&cli.topology, &skip).await,
-            Command::Demo(args) => demo::run(&cli.topology, &args).await,
-            Command::Topology(cmd) => commands::topology::run(&cli.topology, cmd).await,
-            Command::Registry => commands::up::run_one(&cli.topology, None).await,
-            Command::Ingest { command } => pushflow_ingest::cli::run(&cli.topology, command)
+            Command::Up { skip } => commands::up::up(topology, &skip).await,
+            Command::Demo(args) => demo::run(topology, &args).await,
+            Command::Topology(cmd) => commands::topology::run(topology, cmd).await,
+            Command::Registry => commands::up::run_one(topology, None).await,
+            Command::Ingest { command } => commands::ingest::run(topology, command)
                 .await
-                .map_err(|e| match e.is_config() {
-                    true => Failure::Config(e.to_string()),
-                    false => Failure::Other(e.into()),
-                }),
-            Command::PushSim(args) => pushflow_push_sim::cli::run(&cli.topology, args)
+                .map_err(failure),
+            Command::PushSim(args) => Ok(commands::push_sim::run(topology, args).await?),
+            Command::Dashboard => commands::serve_alone::dashboard(topology)
                 .await
-                .map_err(|e| Failure::Other(e.into())),
-            Command::Dashboard => pushflow_dashboard::cli::run(&cli.topology)
+                .map_err(failure),
+            Command::Run { component } => commands::up::run_one(topology, Some(&component)).await,
+            Command::Billing(args) => commands::billing::run(topology, &args)
                 .await
-                .map_err(|e| match e.is_config() {
-                    true => Failure::Config(e.to_string()),
-                    false => Failure::Other(e.into()),
-                }),
-            Command::Bench(BenchCommand::Dispatch(args)) => pushflow_dispatch::cli::bench(&args)
+                .map_err(failure),
+            Command::Replay(cmd) => commands::replay::run(topology, &cmd).await,
+            Command::Bench(cmd) => commands::bench::run(topology, cmd).await,
+            Command::Lake(cmd) => commands::lake::lake(topology, &cmd).await.map_err(failure),
+            Command::Query(args) => commands::lake::query(topology, &args)
                 .await
-                .map_err(|e| Failure::Other(e.into())),
-            Command::Run { component } => {
-                commands::up::run_one(&cli.topology, Some(&component)).await
-            }
-            Command::Billing(args) => pushflow_aggregate::cli::billing(&cli.topology, &args)
-                .await
-                .map_err(aggregate_failure),
-            Command::Replay(ReplayCommand::Aggregate(args)) => {
-                pushflow_aggregate::cli::replay(&cli.topology, &args)
-                    .await
-                    .map_err(aggregate_failure)
-            }
-            Command::Replay(ReplayCommand::Analytics(args)) => {
-                pushflow_analytics::cli::replay(&cli.topology, &args)
-                    .await
-                    .map_err(|e| match e.is_config() {
-                        true => Failure::Config(e.to_string()),
-                        false => Failure::Other(e.into()),
-                    })
-            }
-            Command::Bench(BenchCommand::Sink(args)) => {
-                pushflow_s3_parquet::cli::bench(&cli.topology, &args)
-                    .await
-                    .map_err(lake_failure)
-            }
-            Command::Lake(cmd) => pushflow_s3_parquet::cli::lake(&cli.topology, &cmd)
-                .await
-                .map_err(lake_failure),
-            Command::Query(args) => pushflow_s3_parquet::cli::query(&cli.topology, &args)
-                .await
-                .map_err(lake_failure),
-            Command::Bench(BenchCommand::Aggregate(args)) => {
-                pushflow_aggregate::cli::bench(&cli.topology, &args)
-                    .await
-                    .map_err(aggregate_failure)
-            }
+                .map_err(failure),
         }
     });
     match result {

@@ -140,16 +140,9 @@ fn int(v: &Value) -> i64 {
 
 /// `{start: (delivered, clicked)}` of an API series.
 fn api_series(c: &Value) -> BTreeMap<String, (i64, i64)> {
-    c["series"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p["start"].as_str().unwrap().to_string(),
-                (int(&p["delivered"]), int(&p["clicked"])),
-            )
-        })
+    pushflow_testkit::http::chart_series(c)
+        .into_iter()
+        .map(|(start, delivered, clicked)| (start, (delivered, clicked)))
         .collect()
 }
 
@@ -577,15 +570,7 @@ async fn the_dashboard_shows_exactly_what_the_log_holds() {
             .build()
             .unwrap(),
     };
-    let health: Value = api
-        .http
-        .get(format!("{base}/healthz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = pushflow_testkit::http::get_json(&api.http, &format!("{base}/healthz")).await;
     assert_eq!(health["checks"]["dashboard.postgres"], "ok", "{health}");
 
     // Scoped tokens.

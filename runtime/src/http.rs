@@ -4,6 +4,9 @@
 //! `/healthz` answers 200 while every registered check is healthy and 503
 //! with the failing checks otherwise; `/metrics` is Prometheus text.
 
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
 use axum::{http::StatusCode, response::IntoResponse, routing::get, Json, Router};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -52,6 +55,33 @@ impl Health {
             json!({"status": if healthy {"ok"} else {"failing"}, "checks": detail}),
         )
     }
+}
+
+/// Request metrics of the HTTP service `service` (`ingest`,
+/// `dashboard`): as a `middleware::from_fn_with_state(service, …)` route
+/// layer, counts requests by route and status
+/// (`pushflow_<service>_requests_total`) and times them
+/// (`pushflow_<service>_request_duration_seconds`, by route).
+pub async fn track_requests(
+    State(service): State<&'static str>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "other".into());
+    let started = std::time::Instant::now();
+    let res = next.run(req).await;
+    let status = res.status().as_u16();
+    let elapsed = started.elapsed();
+    tracing::debug!(service, route = %route, status, elapsed_us = elapsed.as_micros() as u64, "request");
+    metrics::histogram!(format!("pushflow_{service}_request_duration_seconds"), "route" => route.clone())
+        .record(elapsed.as_secs_f64());
+    metrics::counter!(format!("pushflow_{service}_requests_total"), "route" => route, "status" => status.to_string())
+        .increment(1);
+    res
 }
 
 /// A router with `GET /healthz` and `GET /metrics`, to merge into a

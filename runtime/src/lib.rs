@@ -7,6 +7,9 @@
 //! - [`http`], [`probe`], [`telemetry`]: `/healthz` (with dependency
 //!   probes), `/metrics`, structured logs;
 //! - [`component`]: the lifecycle every component of `pushflow up` follows;
+//! - [`postgres`] and [`replay`]: the pool, migrations, errors and stored
+//!   offsets of components with a database, and their replays;
+//! - [`windows`]: the event-time windows counting components key rows by;
 //! - [`bearer`] and [`token`]: the bearer tokens HTTP components accept and
 //!   the ping tokens dispatch signs and ingest verifies.
 //!
@@ -21,9 +24,11 @@ pub mod http;
 pub mod kafka;
 pub mod postgres;
 pub mod probe;
+pub mod replay;
 pub mod telemetry;
 pub mod token;
 pub mod topology;
+pub mod windows;
 
 pub use error::RuntimeError;
 pub use tokio_util::sync::CancellationToken;

@@ -50,6 +50,18 @@ pub enum Dependency {
     Other(Box<dyn Probe>),
 }
 
+impl Dependency {
+    /// What a processor from Kafka into Postgres needs: the broker,
+    /// Postgres and the registry.
+    pub fn processor() -> Vec<Dependency> {
+        vec![
+            Dependency::Broker,
+            Dependency::Postgres,
+            Dependency::Registry,
+        ]
+    }
+}
+
 /// Starts probing `deps` of `component` until `shutdown`, reporting to
 /// `health` under `<component>.<dependency>`.
 pub fn watch(

@@ -28,23 +28,108 @@ macro_rules! topic {
     };
 }
 
+/// `campaign.created`.
+pub const CAMPAIGN_CREATED: Topic = topic!("campaign.created", "campaign_id");
+/// `campaign.launched`.
+pub const CAMPAIGN_LAUNCHED: Topic = topic!("campaign.launched", "campaign_id");
+/// `subscription.created`.
+pub const SUBSCRIPTION_CREATED: Topic = topic!("subscription.created", "subscriber_id");
+/// `subscription.expired`.
+pub const SUBSCRIPTION_EXPIRED: Topic = topic!("subscription.expired", "subscriber_id");
+/// `notification.dispatched`.
+pub const NOTIFICATION_DISPATCHED: Topic = topic!("notification.dispatched", "notification_id");
+/// `notification.failed`.
+pub const NOTIFICATION_FAILED: Topic = topic!("notification.failed", "notification_id");
+/// `notification.delivered` (billable).
+pub const NOTIFICATION_DELIVERED: Topic = topic!("notification.delivered", "notification_id");
+/// `notification.clicked` (billable).
+pub const NOTIFICATION_CLICKED: Topic = topic!("notification.clicked", "notification_id");
+/// `campaign.scheduled`.
+pub const CAMPAIGN_SCHEDULED: Topic = topic!("campaign.scheduled", "campaign_id");
+/// `campaign.cancelled`.
+pub const CAMPAIGN_CANCELLED: Topic = topic!("campaign.cancelled", "campaign_id");
+
 /// Every topic of DESIGN.md, in the order of its table.
 pub const CATALOGUE: [Topic; 10] = [
-    topic!("campaign.created", "campaign_id"),
-    topic!("campaign.launched", "campaign_id"),
-    topic!("subscription.created", "subscriber_id"),
-    topic!("subscription.expired", "subscriber_id"),
-    topic!("notification.dispatched", "notification_id"),
-    topic!("notification.failed", "notification_id"),
-    topic!("notification.delivered", "notification_id"),
-    topic!("notification.clicked", "notification_id"),
-    topic!("campaign.scheduled", "campaign_id"),
-    topic!("campaign.cancelled", "campaign_id"),
+    CAMPAIGN_CREATED,
+    CAMPAIGN_LAUNCHED,
+    SUBSCRIPTION_CREATED,
+    SUBSCRIPTION_EXPIRED,
+    NOTIFICATION_DISPATCHED,
+    NOTIFICATION_FAILED,
+    NOTIFICATION_DELIVERED,
+    NOTIFICATION_CLICKED,
+    CAMPAIGN_SCHEDULED,
+    CAMPAIGN_CANCELLED,
 ];
+
+/// `dispatch.batches`: dispatch's own work queue, one record per slice of
+/// a launched campaign's audience (schema `dispatch.batch.avsc`, key the
+/// batch key).
+pub const DISPATCH_BATCHES: Topic = Topic {
+    name: "dispatch.batches",
+    key_field: "batch_key",
+    schema_file: "dispatch.batch.avsc",
+    schema_text: include_str!("../dispatch.batch.avsc"),
+};
+
+/// Internal topics: written and read by pushflow's own components only.
+/// Not events of the contract: ingest does not accept them and the lake
+/// does not keep them ([`Topic::by_name`] does not find them).
+pub const INTERNAL: [Topic; 1] = [DISPATCH_BATCHES];
 
 /// The billable topics: they enter only as signed pings (`/v1/pings`),
 /// never through `/v1/events` (DESIGN.md).
-pub const BILLABLE: [&str; 2] = ["notification.delivered", "notification.clicked"];
+pub const BILLABLE: [&str; 2] = [NOTIFICATION_DELIVERED.name, NOTIFICATION_CLICKED.name];
+
+/// A billable ping: the `type` of a `/v1/pings` body and the topic it goes
+/// to; the one place that maps one to the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PingKind {
+    /// `delivered` → `notification.delivered`: an impression.
+    Delivered = 0,
+    /// `clicked` → `notification.clicked`.
+    Clicked = 1,
+}
+
+impl PingKind {
+    /// Both kinds.
+    pub const ALL: [PingKind; 2] = [PingKind::Delivered, PingKind::Clicked];
+
+    /// Its topic.
+    pub fn topic(self) -> &'static Topic {
+        match self {
+            PingKind::Delivered => &NOTIFICATION_DELIVERED,
+            PingKind::Clicked => &NOTIFICATION_CLICKED,
+        }
+    }
+
+    /// Its name as a ping's `type`: `delivered` or `clicked`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PingKind::Delivered => "delivered",
+            PingKind::Clicked => "clicked",
+        }
+    }
+
+    /// The kind a ping's `type` names.
+    pub fn from_name(name: &str) -> Option<PingKind> {
+        PingKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// The kind of a topic: its name ends with `notification.delivered` or
+    /// `notification.clicked` (tests prefix their topics).
+    pub fn for_topic(topic: &str) -> Option<PingKind> {
+        PingKind::ALL
+            .into_iter()
+            .find(|k| topic.ends_with(k.topic().name))
+    }
+
+    /// A small stable code (0 delivered, 1 clicked), for storage.
+    pub fn code(self) -> i16 {
+        self as i16
+    }
+}
 
 impl Topic {
     /// Whether records of this topic are billed (see [`BILLABLE`]).
@@ -52,28 +137,35 @@ impl Topic {
         BILLABLE.contains(&self.name)
     }
 
-    /// Finds a catalogue topic by name.
+    /// Finds a catalogue topic by name (not an [`INTERNAL`] one).
     pub fn by_name(name: &str) -> Option<&'static Topic> {
         CATALOGUE.iter().find(|t| t.name == name)
     }
 
+    /// The topic's name with `prefix` in front (tests isolate their topics
+    /// so).
+    pub fn prefixed(&self, prefix: &str) -> String {
+        format!("{prefix}{}", self.name)
+    }
+
     /// The topic's parsed schema (parsed once per process).
     pub fn schema(&self) -> &'static Schema {
-        static PARSED: OnceLock<Vec<Schema>> = OnceLock::new();
+        static PARSED: OnceLock<Vec<(&'static str, Schema)>> = OnceLock::new();
         let all = PARSED.get_or_init(|| {
             CATALOGUE
                 .iter()
+                .chain(INTERNAL.iter())
                 .map(|t| {
-                    Schema::parse_str(t.schema_text)
-                        .unwrap_or_else(|e| panic!("embedded schema {} is invalid: {e}", t.name))
+                    let s = Schema::parse_str(t.schema_text)
+                        .unwrap_or_else(|e| panic!("embedded schema {} is invalid: {e}", t.name));
+                    (t.name, s)
                 })
                 .collect()
         });
-        let i = CATALOGUE
-            .iter()
-            .position(|t| t.name == self.name)
-            .expect("topic comes from the catalogue");
-        &all[i]
+        all.iter()
+            .find(|(name, _)| *name == self.name)
+            .map(|(_, s)| s)
+            .expect("topic comes from the catalogue")
     }
 
     /// The registry subject under TopicNameStrategy: `<topic>-value`.
@@ -139,5 +231,19 @@ mod tests {
         assert_eq!(t.dlq(), "notification.delivered.dlq");
         assert_eq!(lake_table(t.name), "notification_delivered");
         assert!(Topic::by_name("nope").is_none());
+        assert!(Topic::by_name(DISPATCH_BATCHES.name).is_none());
+        for k in PingKind::ALL {
+            assert!(k.topic().is_billable());
+            assert_eq!(PingKind::from_name(k.name()), Some(k));
+            assert_eq!(PingKind::for_topic(&k.topic().prefixed("t-")), Some(k));
+        }
+        assert_eq!(PingKind::for_topic("notification.failed"), None);
+        assert_eq!(PingKind::from_name("shown"), None);
+        assert_eq!(DISPATCH_BATCHES.prefixed("t1-"), "t1-dispatch.batches");
+        assert_eq!(DISPATCH_BATCHES.subject(), "dispatch.batches-value");
+        let Schema::Record(rec) = DISPATCH_BATCHES.schema() else {
+            panic!("dispatch.batch.avsc is not a record")
+        };
+        assert!(rec.fields.iter().any(|f| f.name == "batch_key"));
     }
 }

@@ -11,5 +11,5 @@
 pub mod catalogue;
 pub mod events;
 
-pub use catalogue::{Topic, BILLABLE, CATALOGUE};
+pub use catalogue::{PingKind, Topic, BILLABLE, CATALOGUE};
 pub use events::*;

@@ -1,5 +1,13 @@
-//! Subcommands.
+//! Subcommands. Each calls its component's library; the argument structs
+//! and what the command prints live here, with the binary.
 
+pub mod bench;
+pub mod billing;
+pub mod ingest;
+pub mod lake;
+pub mod push_sim;
+pub mod replay;
+pub mod serve_alone;
 pub mod topology;
 pub mod up;
 

@@ -162,8 +162,9 @@ pub async fn run_one(path: &Path, name: Option<&str>) -> Result<(), Failure> {
                 .into_iter()
                 .find(|k| k.name == "registry")
                 .expect("registry is a known kind");
-            let component = (kind.validate)(&spec, &topology)
-                .map_err(|(f, m)| Failure::Config(format!("{f}: {m}")))?;
+            let component = kind
+                .validate(&spec, &topology)
+                .map_err(|e| Failure::Config(e.to_string()))?;
             Validated {
                 spec,
                 component,

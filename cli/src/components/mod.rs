@@ -1,85 +1,21 @@
 //! The component registry: the one place that maps the `type:` strings of
 //! `topology.yaml` to components. A new component adds one entry here.
 
-mod registry;
-
-use pushflow_runtime::component::Component;
+use pushflow_runtime::component::{Component, KindInfo};
 use pushflow_runtime::topology::{ComponentSpec, Topology, TopologyError};
 
-/// Checks a component's entry without I/O and returns it ready to run, or
-/// says what is wrong as (field, message).
-type Validate = fn(&ComponentSpec, &Topology) -> Result<Box<dyn Component>, (String, String)>;
-
-/// One component type.
-pub struct Kind {
-    /// The `type:` string.
-    pub name: &'static str,
-    /// Pure validation and construction.
-    pub validate: Validate,
-    /// Serves HTTP on an address of its own, with its own `/healthz` and
-    /// `/metrics` (so `pushflow run` binds no admin address for it).
-    pub serves_http: bool,
-    /// Starts before the topology is applied (the others need it then).
-    pub starts_first: bool,
-}
-
-/// Every component type pushflow knows.
-pub fn kinds() -> Vec<Kind> {
+/// Every component type pushflow knows, one line each.
+pub fn kinds() -> Vec<KindInfo> {
     vec![
-        Kind {
-            name: "registry",
-            validate: registry::validate,
-            serves_http: true,
-            starts_first: true,
-        },
-        Kind {
-            name: "aggregate",
-            validate: pushflow_aggregate::validate,
-            serves_http: false,
-            starts_first: false,
-        },
-        Kind {
-            name: "analytics",
-            validate: pushflow_analytics::validate,
-            serves_http: false,
-            starts_first: false,
-        },
-        Kind {
-            name: "ingest",
-            validate: pushflow_ingest::validate,
-            serves_http: true,
-            starts_first: false,
-        },
-        Kind {
-            name: "s3-parquet",
-            validate: pushflow_s3_parquet::validate,
-            serves_http: false,
-            starts_first: false,
-        },
-        Kind {
-            name: "dispatch",
-            validate: pushflow_dispatch::validate,
-            serves_http: false,
-            starts_first: false,
-        },
-        Kind {
-            name: "scheduler",
-            validate: pushflow_scheduler::validate,
-            serves_http: false,
-            starts_first: false,
-        },
-        Kind {
-            name: "push-sim",
-            validate: pushflow_push_sim::validate,
-            serves_http: true,
-            starts_first: false,
-        },
-        Kind {
-            name: "dashboard",
-            validate: pushflow_dashboard::validate,
-            serves_http: true,
-            starts_first: false,
-        },
+        KindInfo::of::<pushflow_registry::RegistryComponent>(),
+        KindInfo::of::<pushflow_aggregate::Aggregate>(),
+        KindInfo::of::<pushflow_analytics::Analytics>(),
+        KindInfo::of::<pushflow_ingest::IngestComponent>(),
+        KindInfo::of::<pushflow_s3_parquet::S3ParquetSink>(),
+        KindInfo::of::<pushflow_dispatch::Dispatch>(),
+        KindInfo::of::<pushflow_scheduler::Scheduler>(),
+        KindInfo::of::<pushflow_push_sim::PushSimComponent>(),
+        KindInfo::of::<pushflow_dashboard::DashboardComponent>(),
     ]
 }
 
@@ -89,9 +25,9 @@ pub struct Validated {
     pub spec: ComponentSpec,
     /// The component, ready to run.
     pub component: Box<dyn Component>,
-    /// Its kind's [`Kind::serves_http`].
+    /// Its kind's [`KindInfo::serves_http`].
     pub serves_http: bool,
-    /// Its kind's [`Kind::starts_first`].
+    /// Its kind's [`KindInfo::starts_first`].
     pub starts_first: bool,
 }
 
@@ -116,8 +52,9 @@ pub fn validate_all(t: &Topology) -> Result<Vec<Validated>, TopologyError> {
                     ),
                 ));
             };
-            let component = (kind.validate)(spec, t)
-                .map_err(|(field, msg)| TopologyError::field(&t.path, entry, &field, msg))?;
+            let component = kind
+                .validate(spec, t)
+                .map_err(|e| TopologyError::field(&t.path, entry, &e.field, e.message))?;
             Ok(Validated {
                 spec: spec.clone(),
                 component,

@@ -211,7 +211,7 @@ pub fn require_query() -> Result<(), Failure> {
         true => Ok(()),
         false => Err(Failure::Config(format!(
             "the demo checks the lake with SQL: {}",
-            pushflow_s3_parquet::cli::WITHOUT_QUERY
+            crate::commands::lake::WITHOUT_QUERY
         ))),
     }
 }

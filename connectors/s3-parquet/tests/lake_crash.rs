@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use pushflow_runtime::codec::Codec;
 use pushflow_s3_parquet::{query, Lake};
-use std::process::{Child, Command};
+use pushflow_testkit::crash::{child_settings, ChildTest, CrashChild};
 use std::time::{Duration, Instant};
 
 const CHILD_ENV: &str = "PUSHFLOW_LAKE_CRASH_CHILD";
@@ -17,11 +17,9 @@ const CHILD_ENV: &str = "PUSHFLOW_LAKE_CRASH_CHILD";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn crash_child() {
-    let Ok(args) = std::env::var(CHILD_ENV) else {
+    let Some(v) = child_settings::<serde_json::Value>(CHILD_ENV) else {
         return;
     };
-    pushflow_runtime::telemetry::init_tracing(false);
-    let v: serde_json::Value = serde_json::from_str(&args).unwrap();
     let s = |k: &str| v[k].as_str().unwrap().to_string();
     let sink = start_sink(
         &s("registry"),
@@ -45,20 +43,12 @@ async fn crash_child() {
     }
 }
 
-fn spawn_child(args: &serde_json::Value) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "crash_child", "--nocapture", "--include-ignored"])
-        .env(CHILD_ENV, args.to_string())
-        .stdout(std::process::Stdio::null())
-        .stderr(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(std::env::temp_dir().join("pf-crash-child.log"))
-                .unwrap(),
-        )
+/// A sink in a child process; killed (SIGKILL) when dropped.
+fn spawn_child(args: &serde_json::Value) -> CrashChild {
+    ChildTest::new("crash_child")
+        .settings(CHILD_ENV, args)
+        .log_to("pf-crash-child.log")
         .spawn()
-        .unwrap()
 }
 
 async fn count(lake: &Lake, table: &str) -> (i64, i64) {
@@ -122,11 +112,10 @@ async fn survives_kill_9_without_duplicates_or_gaps() {
             started.elapsed() < Duration::from_secs(60),
             "the sink wrote nothing"
         );
-        assert!(child.try_wait().unwrap().is_none(), "the child stopped");
+        child.assert_running("the child stopped");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    child.kill(); // SIGKILL
     let lake = Lake::open(&lake_url, &[]).unwrap();
     let table = format!("{u}_notification_delivered");
     let (at_kill, _) = count(&lake, &table).await;
@@ -147,8 +136,7 @@ async fn survives_kill_9_without_duplicates_or_gaps() {
     // Let it run a little longer: a late duplicate would show now.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (n, distinct) = count(&lake, &table).await;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
     assert_eq!(
         distinct, total as i64,
         "missing rows (rows at kill: {at_kill})"

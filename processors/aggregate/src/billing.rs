@@ -1,8 +1,20 @@
 //! `pushflow billing`: a month's totals from `billing_monthly_impressions`
 //! (the view billing reads), as a table, CSV or JSON.
 
-use crate::cli::{BillingArgs, Format};
+use pushflow_runtime::postgres::{pg, PgError};
+
 use crate::{store, AggregateError};
+
+/// Output format of `pushflow billing`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned columns.
+    Table,
+    /// CSV with a header line.
+    Csv,
+    /// A JSON array of objects.
+    Json,
+}
 
 /// One row of the view.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -47,7 +59,7 @@ pub async fn rows(
             &[&first, &store_id],
         )
         .await
-        .map_err(|source| AggregateError::Postgres { context: "read billing_monthly_impressions (has the aggregate run?)".into(), source })?;
+        .map_err(pg("read billing_monthly_impressions (has the aggregate run?)"))?;
     Ok(rows
         .iter()
         .map(|r| BillingRow {
@@ -77,10 +89,7 @@ pub async fn late_counts(
             &[&store_id],
         )
         .await
-        .map_err(|source| AggregateError::Postgres {
-            context: format!("read {schema}.late_events"),
-            source,
-        })?;
+        .map_err(|e| PgError::new(format!("read {schema}.late_events"), e))?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
@@ -124,12 +133,6 @@ pub fn render(rows: &[BillingRow], format: Format) -> String {
             out
         }
     }
-}
-
-/// `pushflow billing`.
-pub async fn command(database_url: &str, args: &BillingArgs) -> Result<String, AggregateError> {
-    let rows = rows(database_url, &args.month, args.store.as_deref()).await?;
-    Ok(render(&rows, args.format))
 }
 
 #[cfg(test)]

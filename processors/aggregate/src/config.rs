@@ -1,5 +1,6 @@
 //! What `topology.yaml` says about an `aggregate` component (`settings:`).
 
+use pushflow_runtime::component::ConfigError;
 use pushflow_runtime::topology::parse_duration;
 use serde::Deserialize;
 use std::time::Duration;
@@ -107,21 +108,22 @@ fn ms(d: Duration) -> i64 {
 }
 
 impl AggregateSettings {
-    /// Checks every field; the error is (field, message).
-    pub fn validate(&self) -> Result<Validated, (String, String)> {
+    /// Checks every field; the error names the field.
+    pub fn validate(&self) -> Result<Validated, ConfigError> {
         if self.windows.is_empty() {
-            return Err((
-                "settings.windows".into(),
-                "give at least one window, e.g. [{size: 1m, grace: 5m}]".into(),
+            return Err(ConfigError::new(
+                "settings.windows",
+                "give at least one window, e.g. [{size: 1m, grace: 5m}]",
             ));
         }
         let mut windows = Vec::new();
         for (i, w) in self.windows.iter().enumerate() {
             let field = |f: &str| format!("settings.windows[{i}].{f}");
-            let size = parse_duration(&w.size).map_err(|e| (field("size"), e))?;
-            let grace = parse_duration(&w.grace).map_err(|e| (field("grace"), e))?;
+            let size = parse_duration(&w.size).map_err(|e| ConfigError::new(field("size"), e))?;
+            let grace =
+                parse_duration(&w.grace).map_err(|e| ConfigError::new(field("grace"), e))?;
             if size.as_secs() == 0 || size.subsec_nanos() != 0 {
-                return Err((
+                return Err(ConfigError::new(
                     field("size"),
                     format!(
                         "{:?} must be a whole number of seconds, at least 1s",
@@ -130,7 +132,7 @@ impl AggregateSettings {
                 ));
             }
             if windows.iter().any(|x: &Window| x.size_ms == ms(size)) {
-                return Err((
+                return Err(ConfigError::new(
                     field("size"),
                     format!("window size {:?} appears twice", w.size),
                 ));
@@ -141,38 +143,23 @@ impl AggregateSettings {
             });
         }
         let horizon = parse_duration(&self.dedup_horizon)
-            .map_err(|e| ("settings.dedup_horizon".to_string(), e))?;
+            .map_err(|e| ConfigError::new("settings.dedup_horizon", e))?;
         if !(1..=1_000_000).contains(&self.max_batch) {
-            return Err((
-                "settings.max_batch".into(),
-                "must be between 1 and 1000000".into(),
+            return Err(ConfigError::new(
+                "settings.max_batch",
+                "must be between 1 and 1000000",
             ));
         }
         if !(1..=16).contains(&self.commit_connections) {
-            return Err((
-                "settings.commit_connections".into(),
+            return Err(ConfigError::new(
+                "settings.commit_connections",
                 format!(
                     "{}: must be between 1 and 16 (Postgres connections per instance)",
                     self.commit_connections
                 ),
             ));
         }
-        let valid_schema = !self.schema.is_empty()
-            && self.schema.len() <= 48
-            && self
-                .schema
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-            && !self.schema.starts_with(|c: char| c.is_ascii_digit());
-        if !valid_schema {
-            return Err((
-                "settings.schema".into(),
-                format!(
-                    "{:?} is not a plain Postgres identifier (lowercase letters, digits, _)",
-                    self.schema
-                ),
-            ));
-        }
+        pushflow_runtime::postgres::check_schema_name("settings.schema", &self.schema)?;
         Ok(Validated {
             windows,
             dedup_horizon_ms: ms(horizon),
@@ -212,11 +199,17 @@ mod tests {
         assert_eq!(v.schema, "aggregate");
         assert_eq!(v.commit_connections, 2);
         let bad: AggregateSettings = serde_yaml::from_str("commit_connections: 0").unwrap();
-        assert_eq!(bad.validate().unwrap_err().0, "settings.commit_connections");
+        assert_eq!(
+            bad.validate().unwrap_err().field,
+            "settings.commit_connections"
+        );
         assert!(serde_yaml::from_str::<AggregateSettings>("windos: []").is_err());
         let bad: AggregateSettings =
             serde_yaml::from_str("windows: [{size: 1.5s, grace: 1m}]").unwrap();
-        assert_eq!(bad.validate().unwrap_err().0, "settings.windows[0].size");
+        assert_eq!(
+            bad.validate().unwrap_err().field,
+            "settings.windows[0].size"
+        );
         assert_eq!(
             AggregateSettings::default()
                 .validate()

@@ -3,7 +3,7 @@
 
 use std::collections::{HashSet, VecDeque};
 
-use crate::core::PingKind;
+use crate::tally::PingKind;
 
 /// A (notification_id, kind) pair: what counts at most once, ever.
 pub type SeenKey = (String, PingKind);

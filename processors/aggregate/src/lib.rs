@@ -54,35 +54,29 @@
 //! in the monthly totals. Watermarks are stored with the offsets, so
 //! lateness is the same after a restart.
 
-pub mod bench;
 pub mod billing;
-pub mod cli;
 pub mod component;
 pub mod config;
-pub mod core;
 pub mod dedup;
 pub mod pipeline;
 pub mod processor;
 pub mod replay;
 pub mod store;
+pub mod tally;
 
-pub use component::validate;
+pub use component::Aggregate;
 pub use config::AggregateSettings;
 pub use processor::{run, RunOptions, RunSummary, StartAt};
 
+use pushflow_runtime::postgres::PgError;
 use pushflow_runtime::RuntimeError;
 
 /// Errors of the aggregate.
 #[derive(Debug, thiserror::Error)]
 pub enum AggregateError {
-    /// Postgres failed or refused.
-    #[error("postgres: {context}: {source}")]
-    Postgres {
-        /// What was being done.
-        context: String,
-        /// The driver's error.
-        source: tokio_postgres::Error,
-    },
+    /// Postgres failed or refused (what was being done, and why).
+    #[error(transparent)]
+    Postgres(#[from] PgError),
     /// The shared runtime (Kafka, codec, topology) failed.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
@@ -96,13 +90,11 @@ pub enum AggregateError {
 
 impl AggregateError {
     /// Whether trying again later could succeed. Postgres errors are,
-    /// except those of a wrong statement or schema (class 42) or data (22).
+    /// except those of a wrong statement or schema or of data
+    /// ([`PgError::is_retryable`]).
     pub fn is_retryable(&self) -> bool {
         match self {
-            AggregateError::Postgres { source, .. } => match source.code() {
-                Some(code) => !(code.code().starts_with("42") || code.code().starts_with("22")),
-                None => true,
-            },
+            AggregateError::Postgres(e) => e.is_retryable(),
             AggregateError::Runtime(e) => e.is_retryable(),
             AggregateError::Kafka(_) => true,
             AggregateError::Invalid(_) => false,

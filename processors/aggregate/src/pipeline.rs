@@ -3,7 +3,7 @@
 //! transactions of earlier ones.
 //!
 //! Guarantee: partitions are split into lanes (`partition % lanes`, see
-//! [`crate::core::Staged::split`]); a lane's part of a batch is committed
+//! [`crate::tally::Staged::split`]); a lane's part of a batch is committed
 //! in ONE transaction on the lane's own connection, holding everything of
 //! its partitions: `seen` rows, deltas, late events and offsets. A lane
 //! commits its parts one at a time, in the order they were queued, so per
@@ -20,14 +20,14 @@
 //! after the `seen` insert, so they cannot deadlock (a deadlock error would
 //! be retried anyway).
 
+use pushflow_runtime::postgres::Reconnecting;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-use tokio_postgres::Client;
 
 use crate::config::Window;
-use crate::core::Staged;
 use crate::store::{self, Committed};
+use crate::tally::Staged;
 use crate::AggregateError;
 
 /// Parts a lane holds queued beyond the one it is committing.
@@ -105,8 +105,12 @@ impl Lanes {
         if self.queues[lane].send(part).await.is_err() {
             // The lane stopped after a failure it reported: return that.
             self.drain().await?;
-            return Err(AggregateError::Invalid(
-                "a commit lane stopped without reporting why".into(),
+            return Err(AggregateError::Runtime(
+                pushflow_runtime::RuntimeError::Component {
+                    component: "aggregate".into(),
+                    message: "a commit lane stopped without reporting why".into(),
+                    retryable: true,
+                },
             ));
         }
         self.pending += 1;
@@ -144,7 +148,7 @@ async fn lane(
     mut parts: mpsc::Receiver<Batch>,
     report: mpsc::UnboundedSender<Result<Settled, AggregateError>>,
 ) {
-    let mut client = None;
+    let mut client = Reconnecting::new(target.database_url.clone(), None);
     while let Some(batch) = parts.recv().await {
         let result = commit(&target, &mut client, &batch.staged).await;
         let failed = result.is_err();
@@ -159,23 +163,20 @@ async fn lane(
 /// part until it commits or cannot.
 async fn commit(
     target: &Target,
-    client: &mut Option<Client>,
+    client: &mut Reconnecting,
     staged: &Staged,
 ) -> Result<Committed, AggregateError> {
     let mut backoff = Duration::from_millis(100);
     loop {
         let attempt = async {
-            if client.as_ref().is_none_or(Client::is_closed) {
-                *client = Some(store::connect(&target.database_url).await?);
-            }
-            let c = client.as_mut().expect("connected above");
+            let c = client.get().await?;
             store::commit(c, &target.schema, &target.windows, staged).await
         };
         match attempt.await {
             Ok(committed) => return Ok(committed),
             Err(e) if e.is_retryable() && !target.shutdown.is_cancelled() => {
                 metrics::counter!("pushflow_batch_retries_total", "component" => target.component.clone()).increment(1);
-                tracing::error!(component = %target.component, error = %e, backoff_ms = backoff.as_millis() as u64, "batch transaction failed; retrying the same batch");
+                tracing::warn!(component = %target.component, error = %e, backoff_ms = backoff.as_millis() as u64, "batch transaction failed; retrying the same batch");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(10));
             }

@@ -1,60 +1,26 @@
-//! The `aggregate` component: the runtime's consumer loop around the core
-//! and one Postgres transaction per batch (guarantee: see the crate doc).
+//! The `aggregate` component: the runtime's consumer loop around the
+//! tally and one Postgres transaction per batch (guarantee: see the crate
+//! doc).
 
 use async_trait::async_trait;
-use indicatif::ProgressBar;
-use pushflow_runtime::codec::Codec;
 use pushflow_runtime::kafka::{
-    run_consumer, ConsumerSettings, DeadLetters, Durable, Handler, Position, Producer, Record,
+    run_consumer, DeadLetters, Durable, Handler, PartitionKey, Position, Record, StopAt,
 };
+use pushflow_runtime::postgres::Reconnecting;
 use pushflow_runtime::{CancellationToken, RuntimeError};
-use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
-use tokio_postgres::Client;
 
 use crate::config::Validated;
-use crate::core::{decode, Core, Part, PingKind, Staged};
 use crate::pipeline::{Batch, Lanes, Settled, Target};
+use crate::tally::{decode, Core, PartitionPosition, PingKind, Staged};
 use crate::{store, AggregateError};
 
-/// Where partitions without a stored offset start.
-#[derive(Debug, Clone)]
-pub enum StartAt {
-    /// At the beginning of the log (the live processor).
-    Beginning,
-    /// At these offsets (a replay from a timestamp); others at the beginning.
-    Offsets(HashMap<Part, i64>),
-}
+pub use pushflow_runtime::kafka::StartAt;
 
 /// Everything a run needs; the live component, replays and the bench
-/// differ only in these.
-pub struct RunOptions {
-    /// Component name (metrics label, logs, dead-letter header).
-    pub name: String,
-    /// Kafka bootstrap servers.
-    pub brokers: String,
-    /// librdkafka pass-through.
-    pub passthrough: BTreeMap<String, String>,
-    /// Consumer group (its Kafka commits are informational).
-    pub group: String,
-    /// Input topics (names end with `notification.delivered` / `.clicked`).
-    pub inputs: Vec<String>,
-    /// Postgres URL (the database is created if missing).
-    pub database_url: String,
-    /// Validated settings (windows, horizon, batch size, schema).
-    pub settings: Validated,
-    /// Decoder.
-    pub codec: Arc<Codec>,
-    /// Start of partitions with no stored offset.
-    pub start: StartAt,
-    /// Stop once every listed partition's stored next offset reaches its
-    /// value (a high watermark: replays and the bench); `None` runs until
-    /// shutdown.
-    pub stop_at: Option<HashMap<Part, i64>>,
-    /// Progress bar advanced per record handled.
-    pub progress: Option<ProgressBar>,
-}
+/// differ only in these (input topics: names end with
+/// `notification.delivered` / `.clicked`).
+pub type RunOptions = pushflow_runtime::kafka::RunOptions<Validated>;
 
 /// Totals of one run.
 #[derive(Debug, Default, Clone, Copy)]
@@ -88,55 +54,39 @@ impl RunSummary {
 
 struct Processor {
     opts: RunOptions,
-    client: Option<Client>,
+    client: Reconnecting,
     core: Core,
     dlq: DeadLetters,
-    done: CancellationToken,
     summary: RunSummary,
     /// The commit lanes (`partition % lanes.len()`).
     lanes: Lanes,
-    /// Next offsets committed to Postgres, per partition.
-    committed: HashMap<Part, i64>,
+    /// Ends a bounded run once its partitions are committed.
+    stop: StopAt,
 }
 
 impl Processor {
-    fn fail(&self, e: AggregateError) -> RuntimeError {
-        e.into_runtime(&self.opts.name)
-    }
-
-    async fn client(&mut self) -> Result<&mut Client, RuntimeError> {
-        if self.client.as_ref().is_none_or(Client::is_closed) {
-            let c = store::connect(&self.opts.database_url)
-                .await
-                .map_err(|e| self.fail(e))?;
-            self.client = Some(c);
-        }
-        Ok(self.client.as_mut().expect("connected above"))
-    }
-
-    async fn load(&mut self, parts: &[Part]) -> Result<Vec<Position>, RuntimeError> {
+    async fn load(&mut self, parts: &[PartitionKey]) -> Result<Vec<Position>, RuntimeError> {
         self.settle().await?;
-        let schema = self.opts.settings.schema.clone();
-        let client = self.client().await?;
-        let stored = store::load_positions(client, &schema, parts)
+        let schema = &self.opts.settings.schema;
+        let client = self
+            .client
+            .get()
+            .await
+            .map_err(|e| AggregateError::from(e).into_runtime(&self.opts.name))?;
+        let stored = store::load_positions(client, schema, parts)
             .await
             .map_err(|e| e.into_runtime("aggregate"))?;
         let mut seek = Vec::new();
         for p in parts {
-            let (next, wm) = match (stored.get(p), &self.opts.start) {
-                (Some(s), _) => (s.next_offset, s.watermark),
-                (None, StartAt::Offsets(o)) => (o.get(p).copied().unwrap_or(0), i64::MIN),
-                (None, StartAt::Beginning) => (0, i64::MIN),
-            };
-            self.core.assign(p.clone(), next, wm);
-            self.committed.insert(p.clone(), next);
-            seek.push(Position {
-                topic: p.0.clone(),
-                partition: p.1,
-                next_offset: next,
+            let at = stored.get(p).copied().unwrap_or(PartitionPosition {
+                next_offset: self.opts.start.next_offset(p),
+                watermark: i64::MIN,
             });
+            self.core.assign(p.clone(), at);
+            self.stop.committed(p, at.next_offset);
+            seek.push(p.position(at.next_offset));
         }
-        self.check_done();
+        self.stop.check();
         Ok(seek)
     }
 
@@ -172,7 +122,7 @@ impl Processor {
         for s in settled {
             positions.extend(self.record_one(s));
         }
-        self.check_done();
+        self.stop.check();
         Ok(positions)
     }
 
@@ -194,33 +144,14 @@ impl Processor {
         self.summary.dead_letters += b.dead;
         self.summary.first_batch.get_or_insert(b.started);
         self.summary.last_commit = Some(std::time::Instant::now());
-        if let Some(pb) = &self.opts.progress {
-            pb.inc(b.handled);
-        }
+        self.opts.advance(b.handled);
         tracing::debug!(component = %self.opts.name, records = b.handled, counted = c.counted, late = c.late, ms = b.started.elapsed().as_millis() as u64, "batch committed");
         let mut positions = Vec::new();
-        for (part, (next, _)) in b.staged.parts.iter().zip(&b.staged.positions) {
-            let e = self.committed.entry(part.clone()).or_insert(*next);
-            *e = (*e).max(*next);
-            positions.push(Position {
-                topic: part.0.clone(),
-                partition: part.1,
-                next_offset: *next,
-            });
+        for (part, at) in b.staged.parts.iter().zip(&b.staged.positions) {
+            self.stop.committed(part, at.next_offset);
+            positions.push(part.position(at.next_offset));
         }
         positions
-    }
-
-    fn check_done(&self) {
-        let Some(stop) = &self.opts.stop_at else {
-            return;
-        };
-        let reached = stop
-            .iter()
-            .all(|(p, end)| *end <= 0 || self.committed.get(p).is_some_and(|n| *n >= *end));
-        if reached {
-            self.done.cancel();
-        }
     }
 
     fn kind(&self, topic: &str) -> PingKind {
@@ -234,27 +165,20 @@ impl Handler for Processor {
         &mut self,
         partitions: &[(String, i32)],
     ) -> Result<Vec<Position>, RuntimeError> {
-        self.load(partitions).await
+        self.load(&PartitionKey::list(partitions)).await
     }
 
     async fn revoked(&mut self, partitions: &[(String, i32)]) -> Result<(), RuntimeError> {
         self.settle().await?;
         for p in partitions {
-            self.committed.remove(p);
-            self.core.revoke(p);
+            self.core.revoke(&PartitionKey::from(p));
         }
         Ok(())
     }
 
     async fn process(&mut self, batch: Vec<Record>) -> Result<Durable, RuntimeError> {
         let started = std::time::Instant::now();
-        let mut missing: Vec<Part> = batch
-            .iter()
-            .filter(|r| !self.core.owns(&r.topic, r.partition))
-            .map(|r| (r.topic.clone(), r.partition))
-            .collect();
-        missing.sort();
-        missing.dedup();
+        let missing = PartitionKey::unknown(&batch, |p| self.core.owns(p));
         if !missing.is_empty() {
             self.load(&missing).await?;
         }
@@ -322,31 +246,25 @@ impl Handler for Processor {
 /// Runs the aggregate until `shutdown` (or `opts.stop_at`): connects to
 /// Postgres, migrates, then consumes.
 pub async fn run(
-    opts: RunOptions,
+    mut opts: RunOptions,
     shutdown: CancellationToken,
 ) -> Result<RunSummary, AggregateError> {
     let mut client = store::connect(&opts.database_url).await?;
     store::migrate(&mut client, &opts.settings.schema).await?;
-    let producer = Producer::new(&opts.brokers, &opts.passthrough, Duration::from_secs(30))?;
-    let mut settings =
-        ConsumerSettings::new(&opts.name, &opts.brokers, &opts.group, opts.inputs.clone());
-    settings.passthrough = opts.passthrough.clone();
+    let mut settings = opts.consumer_settings(opts.settings.max_batch);
     settings
         .passthrough
         .entry("fetch.max.bytes".into())
         .or_insert_with(|| "104857600".into());
-    settings.max_batch = opts.settings.max_batch;
-    settings.max_wait = Duration::from_millis(100);
-    settings.tick = Duration::from_millis(200);
     let done = shutdown.child_token();
     let mut p = Processor {
         core: Core::new(
             opts.settings.windows.clone(),
             opts.settings.dedup_horizon_ms,
         ),
-        dlq: DeadLetters::new(producer, opts.name.clone()),
-        client: Some(client),
-        done: done.clone(),
+        dlq: opts.dead_letters()?,
+        client: Reconnecting::new(opts.database_url.clone(), Some(client)),
+        stop: StopAt::new(opts.stop_at.take(), done.clone()),
         summary: RunSummary::default(),
         lanes: Lanes::start(
             &Target {
@@ -358,7 +276,6 @@ pub async fn run(
             },
             opts.settings.commit_connections,
         ),
-        committed: HashMap::new(),
         opts,
     };
     tracing::info!(component = %p.opts.name, schema = %p.opts.settings.schema, inputs = ?p.opts.inputs, "aggregate starting");

@@ -19,34 +19,28 @@
 //!   position that is truth (Kafka's own commits are informational).
 //! - `migrations(version)`: applied migrations.
 
-use pushflow_runtime::postgres::Migration;
+use pushflow_runtime::kafka::PartitionKey;
+use pushflow_runtime::postgres::{pg, Migration, OffsetsTable, StoredPosition};
 use std::collections::HashMap;
 use tokio_postgres::Client;
 
 use crate::config::Window;
-use crate::core::{Deltas, Part, Staged};
+use crate::tally::{Deltas, PartitionPosition, Staged};
 use crate::AggregateError;
 
-fn pg(context: &str) -> impl FnOnce(tokio_postgres::Error) -> AggregateError + '_ {
-    move |source| AggregateError::Postgres {
-        context: context.to_string(),
-        source,
-    }
+pub use pushflow_runtime::postgres::connect;
+
+/// The aggregate's `offsets` table, which keeps each partition's watermark.
+fn offsets(schema: &str) -> OffsetsTable<'_> {
+    OffsetsTable::with_watermarks(schema)
 }
 
-/// Connects to `url`, creating the database first if it does not exist.
-pub async fn connect(url: &str) -> Result<Client, AggregateError> {
-    pushflow_runtime::postgres::connect(url)
-        .await
-        .map_err(pg("connect"))
-}
-
-fn migrations(s: &str) -> Vec<(i32, String)> {
+fn migrations(s: &str) -> Vec<Migration> {
     let view_schema = if s == "aggregate" { "public" } else { s };
     vec![
-        (
-            1,
-            format!(
+        Migration {
+            version: 1,
+            sql: format!(
                 "CREATE TABLE {s}.seen (notification_id text NOT NULL, kind smallint NOT NULL,
                     PRIMARY KEY (notification_id, kind)) WITH (fillfactor = 100);
                  CREATE TABLE {s}.window_stats (store_id text NOT NULL, campaign_id text NOT NULL,
@@ -66,31 +60,31 @@ fn migrations(s: &str) -> Vec<(i32, String)> {
                     next_offset bigint NOT NULL, watermark_ms bigint NOT NULL, resume_ts_ms bigint NOT NULL DEFAULT 0,
                     updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (topic, partition));"
             ),
-        ),
-        (
-            2,
-            format!(
+        },
+        Migration {
+            version: 2,
+            sql: format!(
                 "CREATE OR REPLACE VIEW {view_schema}.billing_monthly_impressions AS
                     SELECT store_id::text AS store_id, month::date AS month,
                            impressions::bigint AS impressions, clicks::bigint AS clicks
                     FROM {s}.monthly_totals;"
             ),
-        ),
-        (
-            3,
+        },
+        Migration {
+            version: 3,
             // Byte-order comparison for the pair key: ids are opaque, and
             // the locale's collation made every index comparison of the
             // per-event `seen` insert several times dearer.
-            format!(
+            sql: format!(
                 "ALTER TABLE {s}.seen ALTER COLUMN notification_id TYPE text COLLATE \"C\";"
             ),
-        ),
-        (
-            4,
+        },
+        Migration {
+            version: 4,
             // The consumer resumes from `next_offset` itself; the broker
             // timestamp once kept to find a record-batch start is unused.
-            format!("ALTER TABLE {s}.offsets DROP COLUMN IF EXISTS resume_ts_ms;"),
-        ),
+            sql: format!("ALTER TABLE {s}.offsets DROP COLUMN IF EXISTS resume_ts_ms;"),
+        },
     ]
 }
 
@@ -98,51 +92,27 @@ fn migrations(s: &str) -> Vec<(i32, String)> {
 /// lock so that two instances starting at once apply each exactly once
 /// ([`pushflow_runtime::postgres::migrate`]).
 pub async fn migrate(client: &mut Client, schema: &str) -> Result<(), AggregateError> {
-    let all: Vec<Migration> = migrations(schema)
-        .into_iter()
-        .map(|(version, sql)| Migration { version, sql })
-        .collect();
-    pushflow_runtime::postgres::migrate(client, schema, &all)
+    pushflow_runtime::postgres::migrate(client, schema, &migrations(schema))
         .await
         .map_err(pg("apply the aggregate migrations"))?;
     Ok(())
-}
-
-/// A partition's stored position.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stored {
-    /// Next offset to count.
-    pub next_offset: i64,
-    /// Max event time seen.
-    pub watermark: i64,
 }
 
 /// Stored positions of `parts` (absent: never committed).
 pub async fn load_positions(
     client: &Client,
     schema: &str,
-    parts: &[Part],
-) -> Result<HashMap<Part, Stored>, AggregateError> {
-    let topics: Vec<&str> = parts.iter().map(|p| p.0.as_str()).collect();
-    let partitions: Vec<i32> = parts.iter().map(|p| p.1).collect();
-    let rows = client
-        .query(
-            &format!("SELECT o.topic, o.partition, o.next_offset, o.watermark_ms FROM {schema}.offsets o
-                      JOIN unnest($1::text[], $2::int[]) AS u(topic, partition) USING (topic, partition)"),
-            &[&topics, &partitions],
-        )
-        .await
-        .map_err(pg("load stored offsets"))?;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            (
-                (r.get(0), r.get(1)),
-                Stored {
-                    next_offset: r.get(2),
-                    watermark: r.get(3),
-                },
-            )
+    parts: &[PartitionKey],
+) -> Result<HashMap<PartitionKey, PartitionPosition>, AggregateError> {
+    let stored = offsets(schema).load(client, parts).await?;
+    Ok(stored
+        .into_iter()
+        .map(|(p, s)| {
+            let at = PartitionPosition {
+                next_offset: s.next_offset,
+                watermark: s.watermark_ms.unwrap_or(i64::MIN),
+            };
+            (p, at)
         })
         .collect())
 }
@@ -199,22 +169,16 @@ pub async fn commit(
         .iter()
         .map(|c| fresh.contains(&(c.ping.notification_id.as_str(), c.ping.kind.code())))
         .collect();
-    let d = crate::core::deltas(windows, staged, &is_new);
+    let d = crate::tally::deltas(windows, staged, &is_new);
     write_deltas(&tx, s, staged, &d).await?;
-    let topics: Vec<&str> = staged.parts.iter().map(|p| p.0.as_str()).collect();
-    let partitions: Vec<i32> = staged.parts.iter().map(|p| p.1).collect();
-    let next: Vec<i64> = staged.positions.iter().map(|p| p.0).collect();
-    let wm: Vec<i64> = staged.positions.iter().map(|p| p.1).collect();
-    tx.execute(
-        &format!("INSERT INTO {s}.offsets AS o (topic, partition, next_offset, watermark_ms)
-                  SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[])
-                  ON CONFLICT (topic, partition) DO UPDATE SET next_offset = GREATEST(o.next_offset, excluded.next_offset),
-                     watermark_ms = GREATEST(o.watermark_ms, excluded.watermark_ms),
-                     updated_at = now()"),
-        &[&topics, &partitions, &next, &wm],
-    )
-    .await
-    .map_err(pg("store offsets"))?;
+    let positions = staged.parts.iter().zip(&staged.positions).map(|(p, at)| {
+        let stored = StoredPosition {
+            next_offset: at.next_offset,
+            watermark_ms: Some(at.watermark),
+        };
+        (p, stored)
+    });
+    offsets(s).save(&tx, positions).await?;
     tx.commit().await.map_err(pg("commit batch"))?;
     Ok(Committed {
         counted: d.counted,
@@ -231,10 +195,10 @@ async fn write_deltas(
 ) -> Result<(), AggregateError> {
     if !d.windows.is_empty() {
         let keys: Vec<_> = d.windows.keys().collect();
-        let st: Vec<&str> = keys.iter().map(|k| k.0.as_str()).collect();
-        let ca: Vec<&str> = keys.iter().map(|k| k.1.as_str()).collect();
-        let size: Vec<i64> = keys.iter().map(|k| k.2).collect();
-        let start: Vec<i64> = keys.iter().map(|k| k.3).collect();
+        let st: Vec<&str> = keys.iter().map(|k| k.store_id.as_str()).collect();
+        let ca: Vec<&str> = keys.iter().map(|k| k.campaign_id.as_str()).collect();
+        let size: Vec<i64> = keys.iter().map(|k| k.size_ms).collect();
+        let start: Vec<i64> = keys.iter().map(|k| k.start_ms).collect();
         let dl: Vec<i64> = d.windows.values().map(|c| c.delivered).collect();
         let cl: Vec<i64> = d.windows.values().map(|c| c.clicked).collect();
         tx.execute(
@@ -249,8 +213,8 @@ async fn write_deltas(
         .map_err(pg("upsert window stats"))?;
     }
     if !d.monthly.is_empty() {
-        let st: Vec<&str> = d.monthly.keys().map(|k| k.0.as_str()).collect();
-        let mo: Vec<&str> = d.monthly.keys().map(|k| k.1.as_str()).collect();
+        let st: Vec<&str> = d.monthly.keys().map(|k| k.store_id.as_str()).collect();
+        let mo: Vec<&str> = d.monthly.keys().map(|k| k.month.as_str()).collect();
         let im: Vec<i64> = d.monthly.values().map(|c| c.delivered).collect();
         let cl: Vec<i64> = d.monthly.values().map(|c| c.clicked).collect();
         tx.execute(
@@ -267,7 +231,7 @@ async fn write_deltas(
         let rows: Vec<_> = d
             .late
             .iter()
-            .map(|(i, size)| (&staged.candidates[*i], *size))
+            .map(|l| (&staged.candidates[l.candidate], l.size_ms))
             .collect();
         let st: Vec<&str> = rows.iter().map(|(c, _)| c.ping.store_id.as_str()).collect();
         let ca: Vec<&str> = rows
@@ -283,9 +247,12 @@ async fn write_deltas(
         let sizes: Vec<i64> = rows.iter().map(|(_, s)| *s).collect();
         let topics: Vec<&str> = rows
             .iter()
-            .map(|(c, _)| staged.parts[c.part].0.as_str())
+            .map(|(c, _)| staged.parts[c.part].topic.as_str())
             .collect();
-        let parts: Vec<i32> = rows.iter().map(|(c, _)| staged.parts[c.part].1).collect();
+        let parts: Vec<i32> = rows
+            .iter()
+            .map(|(c, _)| staged.parts[c.part].partition)
+            .collect();
         let offsets: Vec<i64> = rows.iter().map(|(c, _)| c.offset).collect();
         tx.execute(
             &format!("INSERT INTO {s}.late_events (store_id, campaign_id, notification_id, kind, occurred_at, window_size, topic, partition, kafka_offset)

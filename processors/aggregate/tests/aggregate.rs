@@ -4,9 +4,10 @@ mod common;
 
 use common::*;
 use pushflow_aggregate::replay::{replay, ReplayOptions};
+use pushflow_aggregate::run;
 use pushflow_runtime::CancellationToken;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
+use pushflow_testkit::crash::{kill_mid_run_then_finish, run_child, ChildTest};
+use pushflow_testkit::migrate_twice_at_once;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,12 +28,12 @@ async fn billing_view_equals_independent_ground_truth() {
         truth.keys().any(|k| k.1 == "2026-01-01") && truth.keys().any(|k| k.1 == "2026-02-01"),
         "workload crosses a month boundary"
     );
-    assert_eq!(billed(&w.database_url).await, truth);
+    assert_eq!(billed(&w.base.database_url).await, truth);
     assert!(s.duplicates > 0 && s.late > 0, "{s:?}");
 
     // Late events are reported, not dropped: every 1-minute window count plus
     // the 1-minute late rows equals the billed total.
-    let c = client(&w.database_url).await;
+    let c = client(&w.base.database_url).await;
     let row = c
         .query_one(
             "SELECT (SELECT coalesce(sum(delivered + clicked), 0)::bigint FROM aggregate.window_stats WHERE window_size = interval '1 minute'),
@@ -51,10 +52,10 @@ async fn billing_view_equals_independent_ground_truth() {
     pushflow_aggregate::run(options(&w, 1000), CancellationToken::new())
         .await
         .unwrap();
-    assert_eq!(billed(&w.database_url).await, truth);
+    assert_eq!(billed(&w.base.database_url).await, truth);
 
     // `pushflow billing` reads the same view.
-    let rows = pushflow_aggregate::billing::rows(&w.database_url, "2026-02", Some("store-1"))
+    let rows = pushflow_aggregate::billing::rows(&w.base.database_url, "2026-02", Some("store-1"))
         .await
         .unwrap();
     assert_eq!(rows.len(), 1);
@@ -74,13 +75,13 @@ async fn replay_reproduces_the_live_aggregates() {
         .unwrap();
     let opts = |into: &str| ReplayOptions {
         brokers: pushflow_testkit::brokers(),
-        passthrough: passthrough(),
+        passthrough: pushflow_testkit::passthrough(),
         inputs: vec![w.delivered.clone(), w.clicked.clone()],
-        database_url: w.database_url.clone(),
+        database_url: w.base.database_url.clone(),
         settings: settings(5000),
         from_ms: None,
         into: into.into(),
-        codec: Arc::new(pushflow_runtime::codec::Codec::for_registry(&w.registry).unwrap()),
+        codec: Arc::new(pushflow_runtime::codec::Codec::for_registry(&w.base.registry).unwrap()),
         progress: false,
     };
     let report = replay(opts("aggregate_replay_a")).await.unwrap();
@@ -89,7 +90,7 @@ async fn replay_reproduces_the_live_aggregates() {
     assert_eq!(report.summary.records as usize, pings.len());
 
     // Tamper with a live row: the next replay must point at it.
-    client(&w.database_url).await.batch_execute("UPDATE aggregate.monthly_totals SET impressions = impressions + 1 WHERE store_id = 'store-2' AND month = '2026-02-01'").await.unwrap();
+    client(&w.base.database_url).await.batch_execute("UPDATE aggregate.monthly_totals SET impressions = impressions + 1 WHERE store_id = 'store-2' AND month = '2026-02-01'").await.unwrap();
     let report = replay(opts("aggregate_replay_b")).await.unwrap();
     assert_eq!(report.difference_count, 1, "{report}");
     assert!(
@@ -101,12 +102,7 @@ async fn replay_reproduces_the_live_aggregates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_records_go_to_the_dlq_and_processing_continues() {
     let mut w = world("agg-poison").await;
-    let producer = pushflow_runtime::kafka::Producer::new(
-        &pushflow_testkit::brokers(),
-        &BTreeMap::new(),
-        Duration::from_secs(30),
-    )
-    .unwrap();
+    let producer = pushflow_testkit::producer();
     produce(&mut w, &[p(false, "before", "s", 1_769_902_200_000)]).await;
     let d1 = producer
         .send(&w.delivered, Some(b"bad-1"), b"{\"json\": true}", &[])
@@ -121,7 +117,9 @@ async fn poison_records_go_to_the_dlq_and_processing_continues() {
         )
         .await
         .unwrap();
-    w.note([(w.delivered.clone(), d1), (w.delivered.clone(), d2)]);
+    w.base
+        .ends
+        .note([(w.delivered.clone(), d1), (w.delivered.clone(), d2)]);
     produce(
         &mut w,
         &[
@@ -135,32 +133,20 @@ async fn poison_records_go_to_the_dlq_and_processing_continues() {
         .unwrap();
     assert_eq!((s.counted, s.dead_letters), (3, 2), "{s:?}");
     assert_eq!(
-        billed(&w.database_url).await,
+        billed(&w.base.database_url).await,
         BTreeMap::from([(("s".to_string(), "2026-01-01".to_string()), (2, 1))])
     );
 
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", pushflow_testkit::brokers())
-        .set("group.id", pushflow_testkit::unique("dlq-reader"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer
-        .subscribe(&[&format!("{}.dlq", w.delivered)])
-        .unwrap();
-    let mut reasons = BTreeMap::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while reasons.len() < 2 && std::time::Instant::now() < deadline {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).to_string();
-            let why = m.headers().and_then(|h| {
-                h.iter()
-                    .find(|h| h.key == "pushflow.dlq.error")
-                    .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).to_string()))
-            });
-            reasons.insert(key, why.unwrap_or_default());
-        }
-    }
+    let reasons: BTreeMap<String, String> =
+        pushflow_testkit::read_topic(&format!("{}.dlq", w.delivered), Duration::from_secs(30))
+            .iter()
+            .map(|r| {
+                (
+                    String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).to_string(),
+                    pushflow_testkit::records::header(r, "pushflow.dlq.error"),
+                )
+            })
+            .collect();
     assert!(reasons["bad-1"].contains("wrong magic byte"), "{reasons:?}");
     assert!(
         reasons["bad-2"].contains("unknown schema id"),
@@ -170,91 +156,31 @@ async fn poison_records_go_to_the_dlq_and_processing_continues() {
 
 const CHILD_ENV: &str = "PUSHFLOW_AGGREGATE_CRASH_CHILD";
 
-/// Run by `kill_dash_nine_…` as a child process; does nothing otherwise.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "child process of kill_dash_nine_several_times_still_gives_exact_totals"]
-async fn crash_child() {
-    let Ok(json) = std::env::var(CHILD_ENV) else {
-        return;
-    };
-    let w: World = serde_json::from_str(&json).unwrap();
-    pushflow_runtime::telemetry::init_tracing(false);
-    eprintln!("child {} starting", std::process::id());
-    let mut opts = options(&w, 200);
-    opts.name = "aggregate-crash-child".into();
-    let s = pushflow_aggregate::run(opts, CancellationToken::new())
-        .await
-        .unwrap();
-    eprintln!("child {} finished: {s:?}", std::process::id());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_dash_nine_several_times_still_gives_exact_totals() {
-    use rand::Rng;
     let mut w = world("agg-crash").await;
     let pings = workload(6000, 3);
     produce(&mut w, &pings).await;
-    let exe = std::env::current_exe().unwrap();
-    let spawn = || {
-        std::process::Command::new(&exe)
-            .args(["--exact", "crash_child", "--nocapture", "--include-ignored"])
-            .env(CHILD_ENV, serde_json::to_string(&w).unwrap())
-            .stdout(std::process::Stdio::null())
-            .stderr(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(std::env::temp_dir().join("aggregate-crash-child.log"))
-                    .unwrap(),
-            )
-            .spawn()
-            .unwrap()
-    };
-    // Kill each child at a random point of progress (offsets committed in
-    // Postgres), so every kill lands mid-run.
-    let total: i64 = w.ends.iter().map(|e| e.2).sum();
-    let mut db = pushflow_aggregate::store::connect(&w.database_url)
+    let mut db = pushflow_aggregate::store::connect(&w.base.database_url)
         .await
         .unwrap();
     pushflow_aggregate::store::migrate(&mut db, "aggregate")
         .await
         .unwrap();
-    let mut committed = 0;
-    for round in 0..4 {
-        let target =
-            committed + rand::rng().random_range(1..=((total - committed) / (5 - round)).max(1));
-        let mut child = spawn();
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!("child exited before the kill: {status}");
-            }
-            committed = committed_offsets(&db).await;
-            if committed >= target {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "child made no progress"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        committed = committed_offsets(&db).await;
-    }
-    assert!(committed < total, "the kills all landed mid-run");
-    let mut child = spawn();
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while child.try_wait().unwrap().is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "final child did not finish"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(child.wait().unwrap().success());
-    assert_eq!(billed(&w.database_url).await, truth(&pings));
+    // Kill each child at a random point of progress (offsets committed in
+    // Postgres), so every kill lands mid-run; then let one finish.
+    let within = Duration::from_secs(60);
+    let total = w.base.ends.total();
+    let child = ChildTest::new("crash_child").settings(CHILD_ENV, &w);
+    let mut child = child.log_to("aggregate-crash-child.log");
+    kill_mid_run_then_finish(&mut child, total, within, || committed_offsets(&db)).await;
+    assert_eq!(billed(&w.base.database_url).await, truth(&pings));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "child process of kill_dash_nine_several_times_still_gives_exact_totals"]
+async fn crash_child() {
+    run_child(CHILD_ENV, "aggregate-crash-child", |w| options(w, 200), run).await;
 }
 
 async fn committed_offsets(c: &tokio_postgres::Client) -> i64 {
@@ -269,55 +195,34 @@ async fn committed_offsets(c: &tokio_postgres::Client) -> i64 {
 
 #[test]
 fn validate_accepts_the_repository_topology_and_names_bad_fields() {
-    let t = pushflow_testkit::topology_with(
-        "127.0.0.1:1",
-        "http://127.0.0.1:1",
-        "postgres://x@127.0.0.1:1/x",
+    let (t, spec) = pushflow_testkit::repository_component("aggregate");
+    assert!(
+        pushflow_runtime::component::validate::<pushflow_aggregate::Aggregate>(&spec, &t).is_ok()
     );
-    let spec = t
-        .component("aggregate")
-        .expect("topology.yaml has an aggregate")
-        .clone();
-    assert!(pushflow_aggregate::validate(&spec, &t).is_ok());
     let mut bad = spec.clone();
     bad.inputs = vec!["campaign.created".into()];
     assert_eq!(
-        pushflow_aggregate::validate(&bad, &t).err().unwrap().0,
+        pushflow_runtime::component::validate::<pushflow_aggregate::Aggregate>(&bad, &t)
+            .err()
+            .unwrap()
+            .field,
         "inputs"
     );
     let mut bad = spec;
     bad.settings = serde_yaml::from_str("windows: [{size: 1m, grace: soon}]").unwrap();
     assert_eq!(
-        pushflow_aggregate::validate(&bad, &t).err().unwrap().0,
+        pushflow_runtime::component::validate::<pushflow_aggregate::Aggregate>(&bad, &t)
+            .err()
+            .unwrap()
+            .field,
         "settings.windows[0].grace"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_migrating_at_once_apply_each_migration_once() {
-    let (_, url) = pushflow_testkit::fresh_database("aggregate_migrate");
-    // The first connect creates the database; then two race on migrations.
-    drop(pushflow_aggregate::store::connect(&url).await.unwrap());
-    let (mut a, mut b) = (
-        pushflow_aggregate::store::connect(&url).await.unwrap(),
-        pushflow_aggregate::store::connect(&url).await.unwrap(),
-    );
-    let (ra, rb) = tokio::join!(
-        pushflow_aggregate::store::migrate(&mut a, "aggregate"),
-        pushflow_aggregate::store::migrate(&mut b, "aggregate")
-    );
-    ra.unwrap();
-    rb.unwrap();
-    let versions: Vec<i32> = a
-        .query(
-            "SELECT version FROM aggregate.migrations ORDER BY version",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let (a, versions) =
+        migrate_twice_at_once("aggregate", pushflow_aggregate::store::migrate).await;
     assert_eq!(versions, vec![1, 2, 3, 4]);
     let view = a
         .query_one(

@@ -1,94 +1,67 @@
-//! The `analytics` component of `pushflow up`: a pure [`validate`] of its
-//! topology entry, then [`crate::run`] with the topology's services.
+//! The `analytics` component of `pushflow up` (type `analytics`): a pure
+//! [`Kind::validate`] of its topology entry, then [`crate::run`] with the
+//! topology's services.
 //! Guarantee: see the crate doc (exactly once into Postgres).
 
 use async_trait::async_trait;
-use pushflow_runtime::codec::Codec;
-use pushflow_runtime::component::{Component, Context};
+use pushflow_runtime::component::{Component, ConfigError, Context, Kind};
 use pushflow_runtime::probe::Dependency;
 use pushflow_runtime::topology::{ComponentSpec, Topology};
 use pushflow_runtime::RuntimeError;
-use std::sync::Arc;
 
 use crate::config::{AnalyticsSettings, Validated};
-use crate::processor::{resolve_inputs, run, RunOptions, StartAt};
+use crate::processor::{resolve_inputs, run, RunOptions};
 
 /// A validated `analytics` component of the topology.
 pub struct Analytics {
-    name: String,
     inputs: Vec<String>,
     group: String,
     settings: Validated,
 }
 
-/// The settings of an `analytics` entry, checked (no I/O); the error is
-/// (field, message).
-pub fn settings_of(spec: &ComponentSpec) -> Result<Validated, (String, String)> {
-    let settings: AnalyticsSettings = spec.settings()?;
-    settings.validate()
-}
+impl Kind for Analytics {
+    const TYPE: &'static str = "analytics";
+    type Settings = AnalyticsSettings;
 
-/// Checks an `analytics` entry without I/O; the error is (field, message).
-pub fn validate(
-    spec: &ComponentSpec,
-    _topology: &Topology,
-) -> Result<Box<dyn Component>, (String, String)> {
-    let settings = settings_of(spec)?;
-    if spec.inputs.is_empty() {
-        return Err((
-            "inputs".into(),
-            "list the campaign.*, subscription.* and notification.dispatched/.failed topics to count".into(),
+    fn validate(
+        settings: AnalyticsSettings,
+        spec: &ComponentSpec,
+        _topology: &Topology,
+    ) -> Result<Analytics, ConfigError> {
+        let settings = settings.validate()?;
+        if spec.inputs.is_empty() {
+            return Err(ConfigError::new(
+            "inputs",
+            "list the campaign.*, subscription.* and notification.dispatched/.failed topics to count",
         ));
+        }
+        resolve_inputs(&spec.inputs).map_err(|e| ConfigError::new("inputs", e))?;
+        if !spec.outputs.is_empty() {
+            return Err(ConfigError::new(
+                "outputs",
+                "analytics writes to Postgres only; remove `outputs`",
+            ));
+        }
+        Ok(Analytics {
+            inputs: spec.inputs.clone(),
+            group: spec.group_id(),
+            settings,
+        })
     }
-    resolve_inputs(&spec.inputs).map_err(|e| ("inputs".to_string(), e))?;
-    if !spec.outputs.is_empty() {
-        return Err((
-            "outputs".into(),
-            "analytics writes to Postgres only; remove `outputs`".into(),
-        ));
-    }
-    Ok(Box::new(Analytics {
-        name: spec.name.clone(),
-        inputs: spec.inputs.clone(),
-        group: spec.group_id(),
-        settings,
-    }))
 }
 
 #[async_trait]
 impl Component for Analytics {
     async fn run(self: Box<Self>, ctx: Context) -> Result<(), RuntimeError> {
-        let name = self.name.clone();
-        let services = &ctx.topology.services;
-        let codec = Codec::for_registry(&services.registry_url)?;
-        let opts = RunOptions {
-            name: self.name,
-            brokers: services.brokers.clone(),
-            passthrough: ctx.topology.kafka.clone(),
-            group: self.group,
-            inputs: self.inputs,
-            database_url: services.database_url.clone(),
-            settings: self.settings,
-            codec: Arc::new(codec),
-            start: StartAt::Beginning,
-            stop_at: None,
-            progress: None,
-        };
-        ctx.health.ok(&name);
-        ctx.watch(vec![
-            Dependency::Broker,
-            Dependency::Postgres,
-            Dependency::Registry,
-        ]);
-        match run(opts, ctx.shutdown.clone()).await {
-            Ok(summary) => {
-                tracing::info!(component = %name, ?summary, "analytics stopped");
-                Ok(())
-            }
-            Err(e) => {
-                ctx.health.failing(&name, e.to_string());
-                Err(e.into_runtime(&name))
-            }
-        }
+        let opts = RunOptions::live(&ctx, self.group, self.inputs, self.settings)?;
+        let summary = ctx
+            .supervise(
+                Dependency::processor(),
+                run(opts, ctx.shutdown.clone()),
+                |e| e.into_runtime(&ctx.spec.name),
+            )
+            .await?;
+        tracing::info!(component = %ctx.spec.name, ?summary, "analytics stopped");
+        Ok(())
     }
 }

@@ -1,5 +1,6 @@
 //! What `topology.yaml` says about an `analytics` component (`settings:`).
 
+use pushflow_runtime::component::ConfigError;
 use pushflow_runtime::postgres::is_plain_identifier;
 use pushflow_runtime::topology::parse_duration;
 use serde::Deserialize;
@@ -54,11 +55,11 @@ pub struct Validated {
 }
 
 impl AnalyticsSettings {
-    /// Checks every field; the error is (field, message).
-    pub fn validate(&self) -> Result<Validated, (String, String)> {
+    /// Checks every field; the error names the field.
+    pub fn validate(&self) -> Result<Validated, ConfigError> {
         if !is_plain_identifier(&self.schema) {
-            return Err((
-                "settings.schema".into(),
+            return Err(ConfigError::new(
+                "settings.schema",
                 format!(
                     "{:?} is not a plain Postgres identifier (1 to 48 lowercase letters, digits, _; not starting with a digit)",
                     self.schema
@@ -66,30 +67,33 @@ impl AnalyticsSettings {
             ));
         }
         if self.windows.is_empty() {
-            return Err((
-                "settings.windows".into(),
-                "give at least one window size, e.g. [1m, 1h]".into(),
+            return Err(ConfigError::new(
+                "settings.windows",
+                "give at least one window size, e.g. [1m, 1h]",
             ));
         }
         let mut windows_ms = Vec::new();
         for (i, w) in self.windows.iter().enumerate() {
             let field = format!("settings.windows[{i}]");
-            let size = parse_duration(w).map_err(|e| (field.clone(), e))?;
+            let size = parse_duration(w).map_err(|e| ConfigError::new(field.clone(), e))?;
             if size.as_secs() == 0 || size.subsec_nanos() != 0 {
-                return Err((
+                return Err(ConfigError::new(
                     field,
                     format!("{w:?} must be a whole number of seconds, at least 1s"),
                 ));
             }
             let ms = size.as_millis() as i64;
             if windows_ms.contains(&ms) {
-                return Err((field, format!("window size {w:?} appears twice")));
+                return Err(ConfigError::new(
+                    field,
+                    format!("window size {w:?} appears twice"),
+                ));
             }
             windows_ms.push(ms);
         }
         if !(1..=1_000_000).contains(&self.max_batch) {
-            return Err((
-                "settings.max_batch".into(),
+            return Err(ConfigError::new(
+                "settings.max_batch",
                 format!("{}: must be between 1 and 1000000", self.max_batch),
             ));
         }
@@ -128,7 +132,7 @@ mod tests {
                 .unwrap()
                 .validate()
                 .unwrap_err()
-                .0
+                .field
         };
         assert_eq!(field("schema: Analytics"), "settings.schema");
         assert_eq!(field("windows: []"), "settings.windows");

@@ -63,7 +63,6 @@
 //! Kafka log into a fresh schema with this same code and reports every row
 //! that differs from the live tables ([`replay`]).
 
-pub mod cli;
 pub mod component;
 pub mod config;
 pub mod facts;
@@ -72,29 +71,22 @@ pub mod replay;
 pub mod store;
 pub mod tally;
 
-pub use component::validate;
+pub use component::Analytics;
 pub use config::AnalyticsSettings;
 pub use processor::{run, RunOptions, RunSummary, StartAt};
 
+use pushflow_runtime::postgres::PgError;
 use pushflow_runtime::RuntimeError;
 
 /// Errors of the analytics component.
 #[derive(Debug, thiserror::Error)]
 pub enum AnalyticsError {
-    /// Postgres failed or refused.
-    #[error("postgres: {context}: {source}")]
-    Postgres {
-        /// What was being done.
-        context: String,
-        /// The driver's error.
-        source: tokio_postgres::Error,
-    },
+    /// Postgres failed or refused (what was being done, and why).
+    #[error(transparent)]
+    Postgres(#[from] PgError),
     /// The shared runtime (Kafka, codec, topology) failed.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
-    /// Kafka metadata or offsets could not be read.
-    #[error("kafka: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
     /// A command-line argument or setting is wrong (retrying cannot help).
     #[error("{0}")]
     Invalid(String),
@@ -112,18 +104,13 @@ pub enum AnalyticsError {
 
 impl AnalyticsError {
     /// Whether trying again later could succeed. Postgres errors are,
-    /// except those of a wrong statement or schema (class 42), data (22) or
-    /// a constraint (23).
+    /// except those of a wrong statement or schema or of data
+    /// ([`PgError::is_retryable`]) and, here, a constraint violation
+    /// (class 23).
     pub fn is_retryable(&self) -> bool {
         match self {
-            AnalyticsError::Postgres { source, .. } => match source.code() {
-                Some(code) => !["42", "22", "23"]
-                    .iter()
-                    .any(|class| code.code().starts_with(class)),
-                None => true,
-            },
+            AnalyticsError::Postgres(e) => e.is_retryable() && e.sqlstate_class() != Some("23"),
             AnalyticsError::Runtime(e) => e.is_retryable(),
-            AnalyticsError::Kafka(_) => true,
             AnalyticsError::Invalid(_) | AnalyticsError::Differs { .. } => false,
         }
     }

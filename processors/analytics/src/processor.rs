@@ -4,59 +4,25 @@
 //! doc).
 
 use async_trait::async_trait;
-use indicatif::ProgressBar;
-use pushflow_runtime::codec::Codec;
 use pushflow_runtime::kafka::{
-    run_consumer, ConsumerSettings, DeadLetters, Durable, Handler, Position, Producer, Record,
+    run_consumer, DeadLetters, Durable, Handler, PartitionKey, Position, Record, StopAt,
 };
+use pushflow_runtime::postgres::Reconnecting;
 use pushflow_runtime::{CancellationToken, RuntimeError};
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use tokio_postgres::Client;
 
 use crate::config::Validated;
 use crate::facts::{decode, Input};
 use crate::store::{self, Committed};
-use crate::tally::{Part, Staged};
+use crate::tally::Staged;
 use crate::AnalyticsError;
 
-/// Where partitions without a stored offset start.
-#[derive(Debug, Clone)]
-pub enum StartAt {
-    /// At the beginning of the log (the live component).
-    Beginning,
-    /// At these offsets (a replay from a time); others at the beginning.
-    Offsets(HashMap<Part, i64>),
-}
+pub use pushflow_runtime::kafka::StartAt;
 
 /// Everything a run needs; the live component and replays differ only in
-/// these.
-pub struct RunOptions {
-    /// Component name (metrics label, logs, dead-letter header).
-    pub name: String,
-    /// Kafka bootstrap servers.
-    pub brokers: String,
-    /// librdkafka pass-through.
-    pub passthrough: BTreeMap<String, String>,
-    /// Consumer group (its Kafka commits are informational).
-    pub group: String,
-    /// Input topics (each one of [`Input`], possibly prefixed).
-    pub inputs: Vec<String>,
-    /// Postgres URL (the database is created if missing).
-    pub database_url: String,
-    /// Validated settings (schema, windows, batch size).
-    pub settings: Validated,
-    /// Decoder.
-    pub codec: Arc<Codec>,
-    /// Start of partitions with no stored offset.
-    pub start: StartAt,
-    /// Stop once every listed partition's committed next offset reaches
-    /// its value (replays and tests); `None` runs until shutdown.
-    pub stop_at: Option<HashMap<Part, i64>>,
-    /// Progress bar advanced per record handled.
-    pub progress: Option<ProgressBar>,
-}
+/// these (input topics: each one of [`Input`], possibly prefixed).
+pub type RunOptions = pushflow_runtime::kafka::RunOptions<Validated>;
 
 /// Totals of one run.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -78,37 +44,28 @@ pub struct RunSummary {
 struct Processor {
     opts: RunOptions,
     inputs: HashMap<String, Input>,
-    client: Option<Client>,
+    client: Reconnecting,
     dlq: DeadLetters,
     /// Next offsets committed to Postgres, per owned partition.
-    committed: HashMap<Part, i64>,
-    /// The furthest committed next offset seen per partition, owned or not
-    /// (for `stop_at`).
-    reached: HashMap<Part, i64>,
+    committed: HashMap<PartitionKey, i64>,
+    /// Ends a bounded run once its partitions are committed.
+    stop: StopAt,
     shutdown: CancellationToken,
-    done: CancellationToken,
     summary: RunSummary,
 }
 
 impl Processor {
-    async fn client(&mut self) -> Result<&mut Client, AnalyticsError> {
-        if self.client.as_ref().is_none_or(Client::is_closed) {
-            self.client = Some(store::connect(&self.opts.database_url).await?);
-        }
-        Ok(self.client.as_mut().expect("connected above"))
-    }
-
     /// Loads the stored positions of `parts` and takes them over; returns
     /// where the consumer must seek. Retries while Postgres is unreachable
     /// (a rebalance during an outage must not stop the component).
-    async fn load(&mut self, parts: &[Part]) -> Result<Vec<Position>, RuntimeError> {
+    async fn load(&mut self, parts: &[PartitionKey]) -> Result<Vec<Position>, RuntimeError> {
         let name = self.opts.name.clone();
         let schema = self.opts.settings.schema.clone();
         let mut backoff = Duration::from_millis(100);
         let stored = loop {
-            let attempt = match self.client().await {
+            let attempt = match self.client.get().await {
                 Ok(client) => store::load_positions(client, &schema, parts).await,
-                Err(e) => Err(e),
+                Err(e) => Err(e.into()),
             };
             match attempt {
                 Ok(stored) => break stored,
@@ -125,38 +82,16 @@ impl Processor {
         };
         let mut seek = Vec::new();
         for p in parts {
-            let next = match (stored.get(p), &self.opts.start) {
-                (Some(n), _) => *n,
-                (None, StartAt::Offsets(o)) => o.get(p).copied().unwrap_or(0),
-                (None, StartAt::Beginning) => 0,
+            let next = match stored.get(p) {
+                Some(n) => *n,
+                None => self.opts.start.next_offset(p),
             };
             self.committed.insert(p.clone(), next);
-            self.note_reached(p, next);
-            seek.push(Position {
-                topic: p.0.clone(),
-                partition: p.1,
-                next_offset: next,
-            });
+            self.stop.committed(p, next);
+            seek.push(p.position(next));
         }
-        self.check_done();
+        self.stop.check();
         Ok(seek)
-    }
-
-    fn note_reached(&mut self, p: &Part, next: i64) {
-        let e = self.reached.entry(p.clone()).or_insert(next);
-        *e = (*e).max(next);
-    }
-
-    fn check_done(&self) {
-        let Some(stop) = &self.opts.stop_at else {
-            return;
-        };
-        let reached = stop
-            .iter()
-            .all(|(p, end)| *end <= 0 || self.reached.get(p).is_some_and(|n| n >= end));
-        if reached {
-            self.done.cancel();
-        }
     }
 
     /// Commits `staged`, retrying the same batch with backoff while the
@@ -167,9 +102,9 @@ impl Processor {
         loop {
             let schema = self.opts.settings.schema.clone();
             let windows = self.opts.settings.windows_ms.clone();
-            let attempt = match self.client().await {
+            let attempt = match self.client.get().await {
                 Ok(c) => store::commit(c, &schema, &windows, staged).await,
-                Err(e) => Err(e),
+                Err(e) => Err(e.into()),
             };
             let e = match attempt {
                 Ok(c) => return Ok(c),
@@ -205,33 +140,26 @@ impl Handler for Processor {
         &mut self,
         partitions: &[(String, i32)],
     ) -> Result<Vec<Position>, RuntimeError> {
-        self.load(partitions).await
+        self.load(&PartitionKey::list(partitions)).await
     }
 
     async fn revoked(&mut self, partitions: &[(String, i32)]) -> Result<(), RuntimeError> {
         for p in partitions {
-            self.committed.remove(p);
+            self.committed.remove(&PartitionKey::from(p));
         }
         Ok(())
     }
 
     async fn process(&mut self, batch: Vec<Record>) -> Result<Durable, RuntimeError> {
         let started = Instant::now();
-        let mut missing: Vec<Part> = batch
-            .iter()
-            .map(|r| (r.topic.clone(), r.partition))
-            .filter(|p| !self.committed.contains_key(p))
-            .collect();
-        missing.sort();
-        missing.dedup();
+        let missing = PartitionKey::unknown(&batch, |p| self.committed.contains_key(p));
         if !missing.is_empty() {
             self.load(&missing).await?;
         }
         let mut staged = Staged::default();
         let dead_before = self.summary.dead_letters;
         for r in &batch {
-            let part = (r.topic.clone(), r.partition);
-            if !staged.admit(&self.committed, &part, r.offset) {
+            if !staged.admit(&self.committed, &PartitionKey::of(r), r.offset) {
                 continue;
             }
             let Some(input) = self.inputs.get(&r.topic).copied() else {
@@ -274,9 +202,7 @@ impl Handler for Processor {
         self.summary.duplicates += c.duplicates + staged.duplicates;
         self.summary.campaign_upserts += c.campaigns;
         self.summary.batches += 1;
-        if let Some(pb) = &self.opts.progress {
-            pb.inc(handled);
-        }
+        self.opts.advance(handled);
         tracing::debug!(component = %self.opts.name, records = handled, counted = c.counted,
             dead_letters = self.summary.dead_letters - dead_before,
             ms = started.elapsed().as_millis() as u64, "batch committed");
@@ -284,19 +210,15 @@ impl Handler for Processor {
         for (part, next) in &staged.positions {
             let e = self.committed.entry(part.clone()).or_insert(*next);
             *e = (*e).max(*next);
-            self.note_reached(part, *next);
-            positions.push(Position {
-                topic: part.0.clone(),
-                partition: part.1,
-                next_offset: *next,
-            });
+            self.stop.committed(part, *next);
+            positions.push(part.position(*next));
         }
-        self.check_done();
+        self.stop.check();
         Ok(Durable::UpTo(positions))
     }
 
     async fn tick(&mut self) -> Result<Durable, RuntimeError> {
-        self.check_done();
+        self.stop.check();
         Ok(Durable::Nothing)
     }
 }
@@ -318,33 +240,26 @@ pub fn resolve_inputs(inputs: &[String]) -> Result<HashMap<String, Input>, Strin
 /// Runs analytics until `shutdown` (or `opts.stop_at`): connects to
 /// Postgres, migrates, then consumes.
 pub async fn run(
-    opts: RunOptions,
+    mut opts: RunOptions,
     shutdown: CancellationToken,
 ) -> Result<RunSummary, AnalyticsError> {
     let inputs = resolve_inputs(&opts.inputs).map_err(AnalyticsError::Invalid)?;
     let mut client = store::connect(&opts.database_url).await?;
     store::migrate(&mut client, &opts.settings.schema).await?;
-    let producer = Producer::new(&opts.brokers, &opts.passthrough, Duration::from_secs(30))?;
-    let mut settings =
-        ConsumerSettings::new(&opts.name, &opts.brokers, &opts.group, opts.inputs.clone());
-    settings.passthrough = opts.passthrough.clone();
-    settings.max_batch = opts.settings.max_batch;
-    settings.max_wait = Duration::from_millis(100);
-    settings.tick = Duration::from_millis(200);
+    let settings = opts.consumer_settings(opts.settings.max_batch);
     let done = shutdown.child_token();
     let mut p = Processor {
         inputs,
-        client: Some(client),
-        dlq: DeadLetters::new(producer, opts.name.clone()),
+        client: Reconnecting::new(opts.database_url.clone(), Some(client)),
+        dlq: opts.dead_letters()?,
         committed: HashMap::new(),
-        reached: HashMap::new(),
+        stop: StopAt::new(opts.stop_at.take(), done.clone()),
         shutdown,
-        done: done.clone(),
         summary: RunSummary::default(),
         opts,
     };
     tracing::info!(component = %p.opts.name, schema = %p.opts.settings.schema, inputs = ?p.opts.inputs, "analytics starting");
-    p.check_done();
+    p.stop.check();
     run_consumer(&settings, &mut p, done).await?;
     Ok(p.summary)
 }

@@ -20,26 +20,15 @@
 //!
 //! [`CampaignPatch::merge`]: crate::facts::CampaignPatch::merge
 
-use pushflow_runtime::postgres::Migration;
+use pushflow_runtime::kafka::PartitionKey;
+use pushflow_runtime::postgres::{pg, Migration, OffsetsTable, StoredPosition};
 use std::collections::{HashMap, HashSet};
 use tokio_postgres::{Client, Transaction};
 
-use crate::tally::{deltas, Deltas, Part, Staged};
+use crate::tally::{deltas, Deltas, Staged};
 use crate::AnalyticsError;
 
-fn pg(context: &str) -> impl FnOnce(tokio_postgres::Error) -> AnalyticsError + '_ {
-    move |source| AnalyticsError::Postgres {
-        context: context.to_string(),
-        source,
-    }
-}
-
-/// Connects to `url`, creating the database if it does not exist.
-pub async fn connect(url: &str) -> Result<Client, AnalyticsError> {
-    pushflow_runtime::postgres::connect(url)
-        .await
-        .map_err(pg("connect"))
-}
+pub use pushflow_runtime::postgres::connect;
 
 /// The migrations of schema `s`.
 pub fn migrations(s: &str) -> Vec<Migration> {
@@ -87,23 +76,12 @@ pub async fn migrate(client: &mut Client, schema: &str) -> Result<(), AnalyticsE
 pub async fn load_positions(
     client: &Client,
     schema: &str,
-    parts: &[Part],
-) -> Result<HashMap<Part, i64>, AnalyticsError> {
-    let topics: Vec<&str> = parts.iter().map(|p| p.0.as_str()).collect();
-    let partitions: Vec<i32> = parts.iter().map(|p| p.1).collect();
-    let rows = client
-        .query(
-            &format!(
-                "SELECT o.topic, o.partition, o.next_offset FROM {schema}.offsets o
-                 JOIN unnest($1::text[], $2::int[]) AS u(topic, partition) USING (topic, partition)"
-            ),
-            &[&topics, &partitions],
-        )
-        .await
-        .map_err(pg("load stored offsets"))?;
-    Ok(rows
-        .iter()
-        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+    parts: &[PartitionKey],
+) -> Result<HashMap<PartitionKey, i64>, AnalyticsError> {
+    let stored = OffsetsTable::new(schema).load(client, parts).await?;
+    Ok(stored
+        .into_iter()
+        .map(|(p, s)| (p, s.next_offset))
         .collect())
 }
 
@@ -133,20 +111,14 @@ pub async fn commit(
     let d = deltas(windows_ms, staged, &is_new);
     write_deltas(&tx, s, &d).await?;
     write_campaigns(&tx, s, staged).await?;
-    let topics: Vec<&str> = staged.positions.keys().map(|p| p.0.as_str()).collect();
-    let partitions: Vec<i32> = staged.positions.keys().map(|p| p.1).collect();
-    let next: Vec<i64> = staged.positions.values().copied().collect();
-    tx.execute(
-        &format!(
-            "INSERT INTO {s}.offsets AS o (topic, partition, next_offset)
-             SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[])
-             ON CONFLICT (topic, partition) DO UPDATE
-             SET next_offset = GREATEST(o.next_offset, excluded.next_offset), updated_at = now()"
-        ),
-        &[&topics, &partitions, &next],
-    )
-    .await
-    .map_err(pg("store offsets"))?;
+    let positions = staged.positions.iter().map(|(p, next)| {
+        let stored = StoredPosition {
+            next_offset: *next,
+            watermark_ms: None,
+        };
+        (p, stored)
+    });
+    OffsetsTable::new(s).save(&tx, positions).await?;
     tx.commit().await.map_err(pg("commit batch"))?;
     Ok(Committed {
         counted: d.counted,

@@ -6,12 +6,11 @@
 //! [`crate::store::commit`]; the unit tests below use an in-memory double
 //! of the tables instead.
 
+use pushflow_runtime::kafka::PartitionKey;
+pub use pushflow_runtime::windows::WindowKey;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::facts::{CampaignPatch, Change, Fact, NotificationOutcome, Outcome, SubscriberChange};
-
-/// (topic, partition).
-pub type Part = (String, i32);
 
 /// Milliseconds in a UTC day.
 pub const DAY_MS: i64 = 86_400_000;
@@ -111,7 +110,7 @@ pub struct CampaignKey {
 pub struct Staged {
     /// Next offset per partition touched (past every record admitted,
     /// dead letters and campaign events included).
-    pub positions: BTreeMap<Part, i64>,
+    pub positions: BTreeMap<PartitionKey, i64>,
     /// Countable facts with a key not seen earlier in the batch, in record
     /// order (so the first outcome of a notification wins).
     pub candidates: Vec<Candidate>,
@@ -129,7 +128,12 @@ impl Staged {
     /// (`committed`: the stored next offsets; absent counts as 0); if so
     /// the staged position moves past it. Call for EVERY record, dead
     /// letters too.
-    pub fn admit(&mut self, committed: &HashMap<Part, i64>, part: &Part, offset: i64) -> bool {
+    pub fn admit(
+        &mut self,
+        committed: &HashMap<PartitionKey, i64>,
+        part: &PartitionKey,
+        offset: i64,
+    ) -> bool {
         let next = self
             .positions
             .entry(part.clone())
@@ -211,19 +215,6 @@ pub struct DayCounts {
     pub expired: i64,
 }
 
-/// A window of a campaign.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct WindowKey {
-    /// Merchant.
-    pub store_id: String,
-    /// Campaign.
-    pub campaign_id: String,
-    /// Window size, ms.
-    pub size_ms: i64,
-    /// Window start, ms since the epoch (a multiple of the size).
-    pub start_ms: i64,
-}
-
 /// A store's UTC day.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DayKey {
@@ -269,15 +260,8 @@ pub fn deltas(windows_ms: &[i64], staged: &Staged, is_new: &[bool]) -> Deltas {
                     .or_default()
                     .add(n.outcome);
                 for size in windows_ms {
-                    d.windows
-                        .entry(WindowKey {
-                            store_id: n.store_id.clone(),
-                            campaign_id: n.campaign_id.clone(),
-                            size_ms: *size,
-                            start_ms: n.occurred_at.div_euclid(*size) * size,
-                        })
-                        .or_default()
-                        .add(n.outcome);
+                    let window = WindowKey::of(&n.store_id, &n.campaign_id, *size, n.occurred_at);
+                    d.windows.entry(window).or_default().add(n.outcome);
                 }
             }
             Countable::Subscriber(s) => {
@@ -308,7 +292,7 @@ mod tests {
     #[derive(Debug, Default, PartialEq, Eq)]
     struct Tables {
         seen: HashSet<SeenKey>,
-        committed: HashMap<Part, i64>,
+        committed: HashMap<PartitionKey, i64>,
         windows: BTreeMap<WindowKey, OutcomeCounts>,
         totals: BTreeMap<CampaignKey, OutcomeCounts>,
         days: BTreeMap<DayKey, DayCounts>,
@@ -319,7 +303,7 @@ mod tests {
 
     impl Tables {
         /// One batch, as [`crate::store::commit`] makes it durable.
-        fn commit(&mut self, batch: &[(Part, i64, Fact)]) -> Deltas {
+        fn commit(&mut self, batch: &[(PartitionKey, i64, Fact)]) -> Deltas {
             let mut st = Staged::default();
             for (part, offset, fact) in batch {
                 if st.admit(&self.committed, part, *offset) {
@@ -373,8 +357,8 @@ mod tests {
         })
     }
 
-    fn part(topic: &str) -> Part {
-        (topic.to_string(), 0)
+    fn part(topic: &str) -> PartitionKey {
+        PartitionKey::new(topic, 0)
     }
 
     #[test]
@@ -500,8 +484,8 @@ mod tests {
     /// partitions gives the same tables, and redelivering it changes nothing.
     #[test]
     fn tables_do_not_depend_on_batching_order_or_redelivery() {
-        let mut records: Vec<(Part, i64, Fact)> = Vec::new();
-        let mut next: HashMap<Part, i64> = HashMap::new();
+        let mut records: Vec<(PartitionKey, i64, Fact)> = Vec::new();
+        let mut next: HashMap<PartitionKey, i64> = HashMap::new();
         let mut push = |topic: &str, fact: Fact| {
             let p = part(topic);
             let o = next.entry(p.clone()).or_insert(0);
@@ -543,7 +527,7 @@ mod tests {
                 },
             );
         }
-        let build = |order: &[(Part, i64, Fact)], batch: usize| {
+        let build = |order: &[(PartitionKey, i64, Fact)], batch: usize| {
             let mut t = Tables::default();
             for chunk in order.chunks(batch) {
                 t.commit(chunk);
@@ -553,10 +537,10 @@ mod tests {
         let want = build(&records, records.len());
         assert!(want.totals.values().any(|c| c.failed > 0 && c.expired > 0));
         // Other interleavings across partitions keep each partition's order.
-        let by_topic = |topics: &[&str]| -> Vec<(Part, i64, Fact)> {
+        let by_topic = |topics: &[&str]| -> Vec<(PartitionKey, i64, Fact)> {
             topics
                 .iter()
-                .flat_map(|t| records.iter().filter(move |r| r.0 .0 == *t).cloned())
+                .flat_map(|t| records.iter().filter(move |r| r.0.topic == *t).cloned())
                 .collect()
         };
         for order in [

@@ -7,10 +7,12 @@ mod common;
 use common::*;
 use pushflow_analytics::facts::Input;
 use pushflow_analytics::replay::{replay, ReplayOptions};
+use pushflow_analytics::run;
 use pushflow_runtime::codec::Codec;
 use pushflow_runtime::CancellationToken;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
+use pushflow_testkit::crash::{kill_mid_run_then_finish, run_child, ChildTest};
+use pushflow_testkit::migrate_twice_at_once;
+use pushflow_testkit::records::header;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,7 +51,7 @@ async fn tables_equal_an_independent_ground_truth_and_bad_records_go_to_the_dlq(
     )
     .await;
     produce_raw(&mut w, Input::CampaignCreated, "bad-empty", b"").await;
-    let codec = Codec::for_registry(&w.registry).unwrap();
+    let codec = Codec::for_registry(&w.base.registry).unwrap();
     let no_store = pushflow_schemas::NotificationFailed {
         event_id: pushflow_schemas::new_event_id(),
         occurred_at: BASE,
@@ -82,7 +84,7 @@ async fn tables_equal_an_independent_ground_truth_and_bad_records_go_to_the_dlq(
             .len()
             >= 3
     );
-    assert_tables_eq(&tables(&w.database_url, "analytics").await, &truth);
+    assert_tables_eq(&tables(&w.base.database_url, "analytics").await, &truth);
     assert_eq!(s.dead_letters, 4, "{s:?}");
     assert!(s.duplicates > 0, "{s:?}");
     assert_eq!(s.records as i64, w.total(), "{s:?}");
@@ -91,42 +93,19 @@ async fn tables_equal_an_independent_ground_truth_and_bad_records_go_to_the_dlq(
     // nothing: the offsets stored in Postgres and `seen` hold.
     let again = run_to_end(&w, 1000).await;
     assert_eq!(again.counted, 0, "{again:?}");
-    assert_tables_eq(&tables(&w.database_url, "analytics").await, &truth);
+    assert_tables_eq(&tables(&w.base.database_url, "analytics").await, &truth);
 
     // The dead letters, each with its reason.
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", pushflow_testkit::brokers())
-        .set("group.id", pushflow_testkit::unique("dlq-reader"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    let dlqs: Vec<String> = Input::ALL
-        .iter()
-        .map(|i| format!("{}.dlq", w.topic(*i)))
-        .collect();
-    consumer
-        .subscribe(&dlqs.iter().map(String::as_str).collect::<Vec<_>>())
-        .unwrap();
     let mut reasons = BTreeMap::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while reasons.len() < 4 && Instant::now() < deadline {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).to_string();
-            let header = |name: &str| {
-                m.headers()
-                    .and_then(|h| {
-                        h.iter()
-                            .find(|h| h.key == name)
-                            .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).to_string()))
-                    })
-                    .unwrap_or_default()
-            };
+    for input in Input::ALL {
+        let dlq = format!("{}.dlq", w.topic(input));
+        for r in pushflow_testkit::read_topic(&dlq, Duration::from_secs(30)) {
             reasons.insert(
-                key,
+                String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).to_string(),
                 (
-                    m.topic().to_string(),
-                    header("pushflow.dlq.error"),
-                    header("pushflow.dlq.component"),
+                    r.topic.clone(),
+                    header(&r, "pushflow.dlq.error"),
+                    header(&r, "pushflow.dlq.component"),
                 ),
             );
         }
@@ -151,110 +130,33 @@ async fn tables_equal_an_independent_ground_truth_and_bad_records_go_to_the_dlq(
 
 const CHILD_ENV: &str = "PUSHFLOW_ANALYTICS_CRASH_CHILD";
 
-/// Run by `kill_dash_nine_…` as a child process; does nothing otherwise.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "child process of kill_dash_nine_several_times_still_gives_exact_tables"]
-async fn crash_child() {
-    let Ok(json) = std::env::var(CHILD_ENV) else {
-        return;
-    };
-    let w: World = serde_json::from_str(&json).unwrap();
-    pushflow_runtime::telemetry::init_tracing(false);
-    eprintln!("child {} starting", std::process::id());
-    let mut opts = options(&w, 40);
-    opts.name = "analytics-crash-child".into();
-    let s = pushflow_analytics::run(opts, CancellationToken::new())
-        .await
-        .unwrap();
-    eprintln!("child {} finished: {s:?}", std::process::id());
-}
-
-/// Kills (SIGKILL) the child when dropped, so a failing test leaves no
-/// process behind.
-struct ChildGuard(std::process::Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_dash_nine_several_times_still_gives_exact_tables() {
-    use rand::Rng;
     let mut w = world("analytics-crash").await;
     let events = workload(3, 300, 3);
     produce(&mut w, &events).await;
-    let exe = std::env::current_exe().unwrap();
-    let log = std::env::temp_dir().join("analytics-crash-child.log");
-    let spawn = || {
-        ChildGuard(
-            std::process::Command::new(&exe)
-                .args(["--exact", "crash_child", "--nocapture", "--include-ignored"])
-                .env(CHILD_ENV, serde_json::to_string(&w).unwrap())
-                .stdout(std::process::Stdio::null())
-                .stderr(
-                    std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(&log)
-                        .unwrap(),
-                )
-                .spawn()
-                .unwrap(),
-        )
-    };
-    // Kill each child at a random point of its progress (offsets committed
-    // in Postgres), so every kill lands mid-run.
-    let total = w.total();
-    let mut db = client(&w.database_url).await;
+    let mut db = client(&w.base.database_url).await;
     pushflow_analytics::store::migrate(&mut db, "analytics")
         .await
         .unwrap();
-    let mut at_kills = Vec::new();
-    let mut done = 0;
-    for round in 0..4 {
-        let target = done + rand::rng().random_range(1..=((total - done) / (5 - round)).max(1));
-        let mut child = spawn();
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            if let Some(status) = child.0.try_wait().unwrap() {
-                panic!(
-                    "child exited before the kill: {status} (log: {})",
-                    log.display()
-                );
-            }
-            done = committed(&db, "analytics").await;
-            if done >= target {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "child made no progress (log: {})",
-                log.display()
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        child.0.kill().unwrap(); // SIGKILL
-        child.0.wait().unwrap();
-        done = committed(&db, "analytics").await;
-        at_kills.push(done);
-    }
-    eprintln!("killed at {at_kills:?} of {total} offsets");
-    assert!(done < total, "the kills all landed mid-run");
-    let mut child = spawn();
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let status = loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "final child did not finish");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    assert!(status.success(), "log: {}", log.display());
+    // Kill each child at a random point of its progress (offsets committed
+    // in Postgres), so every kill lands mid-run; then let one finish.
+    let within = Duration::from_secs(90);
+    let total = w.total();
+    let child = ChildTest::new("crash_child").settings(CHILD_ENV, &w);
+    let mut child = child.log_to("analytics-crash-child.log");
+    kill_mid_run_then_finish(&mut child, total, within, || committed(&db, "analytics")).await;
     assert_eq!(committed(&db, "analytics").await, total);
-    assert_tables_eq(&tables(&w.database_url, "analytics").await, &truth(&events));
+    assert_tables_eq(
+        &tables(&w.base.database_url, "analytics").await,
+        &truth(&events),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "child process of kill_dash_nine_several_times_still_gives_exact_tables"]
+async fn crash_child() {
+    run_child(CHILD_ENV, "analytics-crash-child", |w| options(w, 40), run).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -273,7 +175,7 @@ async fn replay_rebuilds_the_live_tables_and_points_at_differences() {
     )
     .await
     .unwrap();
-    let codec = Codec::for_registry(&w.registry).unwrap();
+    let codec = Codec::for_registry(&w.base.registry).unwrap();
     let launch = |store: &str, at| pushflow_schemas::CampaignLaunched {
         event_id: pushflow_schemas::new_event_id(),
         occurred_at: at,
@@ -308,7 +210,7 @@ async fn replay_rebuilds_the_live_tables_and_points_at_differences() {
         .unwrap()
         .unwrap();
         if committed {
-            w.note([(topic.clone(), d)]);
+            w.base.ends.note([(topic.clone(), d)]);
             tail.push(Ev::Launched(e));
         }
     }
@@ -320,17 +222,17 @@ async fn replay_rebuilds_the_live_tables_and_points_at_differences() {
         truth.campaigns[&("store-0".to_string(), "camp-txn".to_string())].launched_at,
         Some(BASE + 3)
     );
-    assert_tables_eq(&tables(&w.database_url, "analytics").await, &truth);
+    assert_tables_eq(&tables(&w.base.database_url, "analytics").await, &truth);
 
     let opts = |into: &str| ReplayOptions {
         brokers: pushflow_testkit::brokers(),
-        passthrough: passthrough(),
+        passthrough: pushflow_testkit::passthrough(),
         inputs: w.inputs(),
-        database_url: w.database_url.clone(),
+        database_url: w.base.database_url.clone(),
         settings: settings(5000),
         from_ms: None,
         into: into.into(),
-        codec: Arc::new(Codec::for_registry(&w.registry).unwrap()),
+        codec: Arc::new(Codec::for_registry(&w.base.registry).unwrap()),
         progress: false,
     };
     let report = tokio::time::timeout(Duration::from_secs(180), replay(opts("analytics_replay_a")))
@@ -350,10 +252,13 @@ async fn replay_rebuilds_the_live_tables_and_points_at_differences() {
         ]
     );
     assert_eq!(report.summary.records, s.records, "{report}");
-    assert_tables_eq(&tables(&w.database_url, "analytics_replay_a").await, &truth);
+    assert_tables_eq(
+        &tables(&w.base.database_url, "analytics_replay_a").await,
+        &truth,
+    );
 
     // Tamper with live rows: the next replay names each of them.
-    client(&w.database_url)
+    client(&w.base.database_url)
         .await
         .batch_execute(
             "UPDATE analytics.campaign_totals SET failed = failed + 1 WHERE store_id = 'store-1' AND campaign_id = 'camp-0';
@@ -383,25 +288,8 @@ async fn replay_rebuilds_the_live_tables_and_points_at_differences() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_migrating_at_once_apply_each_migration_once() {
-    let (_, url) = pushflow_testkit::fresh_database("analytics_migrate");
-    drop(client(&url).await); // creates the database
-    let (mut a, mut b) = (client(&url).await, client(&url).await);
-    let (ra, rb) = tokio::join!(
-        pushflow_analytics::store::migrate(&mut a, "analytics"),
-        pushflow_analytics::store::migrate(&mut b, "analytics")
-    );
-    ra.unwrap();
-    rb.unwrap();
-    let versions: Vec<i32> = a
-        .query(
-            "SELECT version FROM analytics.migrations ORDER BY version",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let (a, versions) =
+        migrate_twice_at_once("analytics", pushflow_analytics::store::migrate).await;
     let all: Vec<i32> = pushflow_analytics::store::migrations("analytics")
         .iter()
         .map(|m| m.version)
@@ -438,21 +326,18 @@ async fn two_instances_migrating_at_once_apply_each_migration_once() {
 
 #[test]
 fn validate_accepts_the_repository_topology_and_names_bad_fields() {
-    let t = pushflow_testkit::topology_with(
-        "127.0.0.1:1",
-        "http://127.0.0.1:1",
-        "postgres://x@127.0.0.1:1/x",
-    );
-    let spec = t
-        .component("analytics")
-        .expect("topology.yaml has an analytics component")
-        .clone();
+    let (t, spec) = pushflow_testkit::repository_component("analytics");
     assert_eq!(spec.inputs.len(), Input::ALL.len());
-    assert!(pushflow_analytics::validate(&spec, &t).is_ok());
+    assert!(
+        pushflow_runtime::component::validate::<pushflow_analytics::Analytics>(&spec, &t).is_ok()
+    );
     let field = |f: &dyn Fn(&mut pushflow_runtime::topology::ComponentSpec)| {
         let mut bad = spec.clone();
         f(&mut bad);
-        pushflow_analytics::validate(&bad, &t).err().unwrap().0
+        pushflow_runtime::component::validate::<pushflow_analytics::Analytics>(&bad, &t)
+            .err()
+            .unwrap()
+            .field
     };
     assert_eq!(
         field(&|s| s.inputs = vec!["notification.delivered".into()]),
@@ -512,7 +397,7 @@ async fn a_postgres_outage_mid_run_loses_and_repeats_nothing() {
     pushflow_runtime::telemetry::prometheus(); // record this process's metrics
     let pg = pushflow_testkit::PrivatePostgres::start();
     let mut w = world("analytics-outage").await;
-    w.database_url = pg.url("analytics");
+    w.base.database_url = pg.url("analytics");
     let events = workload(2, 300, 5);
     produce(&mut w, &events).await;
     let mut opts = options(&w, 40);
@@ -520,7 +405,7 @@ async fn a_postgres_outage_mid_run_loses_and_repeats_nothing() {
     let run = tokio::spawn(pushflow_analytics::run(opts, CancellationToken::new()));
     // Down once batches are committing, up again once the component has
     // failed to commit and retried (the same batch) a few times.
-    let db = client(&w.database_url).await;
+    let db = client(&w.base.database_url).await;
     let deadline = Instant::now() + Duration::from_secs(90);
     while committed(&db, "analytics").await == 0 {
         assert!(Instant::now() < deadline, "no batch committed");
@@ -542,5 +427,8 @@ async fn a_postgres_outage_mid_run_loses_and_repeats_nothing() {
         .unwrap()
         .unwrap();
     assert_eq!(s.records as i64, w.total(), "{s:?}");
-    assert_tables_eq(&tables(&w.database_url, "analytics").await, &truth(&events));
+    assert_tables_eq(
+        &tables(&w.base.database_url, "analytics").await,
+        &truth(&events),
+    );
 }

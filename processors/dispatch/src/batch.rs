@@ -9,21 +9,21 @@ use apache_avro::types::Value;
 use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::Schema;
 use pushflow_runtime::codec::{wire, RegistryResolver, SchemaResolver};
+use pushflow_schemas::catalogue::{Topic, DISPATCH_BATCHES};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, RwLock};
 
 use crate::DispatchError;
 
-/// The schema file's text.
-pub const SCHEMA_TEXT: &str = include_str!("../../../schemas/dispatch.batch.avsc");
+/// The topic, from the catalogue's internal topics.
+pub const TOPIC: Topic = DISPATCH_BATCHES;
 
-/// Default topic name.
-pub const TOPIC: &str = "dispatch.batches";
+/// The schema file's text.
+pub const SCHEMA_TEXT: &str = TOPIC.schema_text;
 
 fn schema() -> &'static Schema {
-    static S: OnceLock<Schema> = OnceLock::new();
-    S.get_or_init(|| Schema::parse_str(SCHEMA_TEXT).expect("dispatch.batch.avsc is valid"))
+    TOPIC.schema()
 }
 
 /// One batch of a campaign's audience.
@@ -142,7 +142,7 @@ mod tests {
 
     #[tokio::test]
     async fn round_trips_and_refuses_garbage() {
-        let codec = BatchCodec::new(Arc::new(InMemoryResolver::new()), TOPIC);
+        let codec = BatchCodec::new(Arc::new(InMemoryResolver::new()), TOPIC.name);
         let b = DispatchBatch {
             event_id: "e".into(),
             occurred_at: 1_767_225_600_000,
@@ -174,7 +174,7 @@ mod tests {
         let old = Schema::parse_str(&old.to_string()).unwrap();
         let resolver = Arc::new(InMemoryResolver::new());
         let old_id = resolver
-            .register("dispatch.batches-value", &old.canonical_form())
+            .register(&TOPIC.subject(), &old.canonical_form())
             .await
             .unwrap();
         let value = apache_avro::to_value(&b).unwrap().resolve(&old).unwrap();
@@ -183,7 +183,7 @@ mod tests {
             .unwrap()
             .write_value_to_vec(value)
             .unwrap();
-        let reader = BatchCodec::new(resolver, TOPIC);
+        let reader = BatchCodec::new(resolver, TOPIC.name);
         let read = reader.decode(&wire::frame(old_id, &body)).await.unwrap();
         assert_eq!(read, b);
         assert!(!codec

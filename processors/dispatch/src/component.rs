@@ -5,7 +5,7 @@
 
 use async_trait::async_trait;
 use pushflow_runtime::codec::Codec;
-use pushflow_runtime::component::{Component, Context};
+use pushflow_runtime::component::{Component, ConfigError, Context, Kind};
 use pushflow_runtime::http::Health;
 use pushflow_runtime::kafka::{
     run_consumer_transactional, ConsumerSettings, DeadLetters, Producer,
@@ -58,17 +58,17 @@ pub struct Dispatch {
 /// `PUSHFLOW_VAPID_PRIVATE_KEY_FILE` names ([`crate::vapid::key_from_env`]),
 /// else the PEM file of the settings, else a fresh one (logged: push
 /// services will refuse subscriptions made with another key, so set one in
-/// production). An error is (field or variable, what to fix).
+/// production). The error names the field or variable.
 pub fn load_vapid_key(
     settings: &DispatchSettings,
     env: impl Fn(&str) -> Option<String>,
-) -> Result<VapidKey, (String, String)> {
+) -> Result<VapidKey, ConfigError> {
     if let Some(k) = crate::vapid::key_from_env(env)? {
         return Ok(k);
     }
     if let Some(path) = &settings.vapid_private_key_file {
         let field =
-            |e: DispatchError| ("settings.vapid_private_key_file".to_string(), e.to_string());
+            |e: DispatchError| ConfigError::new("settings.vapid_private_key_file", e.to_string());
         let text = std::fs::read_to_string(path).map_err(|e| {
             field(DispatchError::Config(format!(
                 "cannot read VAPID key file {path}: {e}"
@@ -81,60 +81,59 @@ pub fn load_vapid_key(
     Ok(k)
 }
 
-/// Checks a `dispatch` entry of the topology (no network I/O).
-pub fn validate(
-    spec: &ComponentSpec,
-    t: &Topology,
-) -> Result<Box<dyn Component>, (String, String)> {
-    if spec.settings.is_null() {
-        return Err((
-            "settings".into(),
-            "dispatch needs settings with at least vapid_subject: mailto:…".into(),
-        ));
-    }
-    let raw: DispatchSettings = serde_yaml::from_value(spec.settings.clone())
-        .map_err(|e| ("settings".to_string(), e.to_string()))?;
-    let vapid = load_vapid_key(&raw, |k| std::env::var(k).ok())?;
-    let settings = raw.check()?;
-    let topics = Topics::default();
-    let mut inputs = topics.view_inputs();
-    inputs.push(topics.batches.clone());
-    for want in inputs {
-        if !spec.inputs.contains(&want) {
-            return Err((
-                "inputs".into(),
-                format!("dispatch reads {want:?}; add it to inputs"),
-            ));
+/// Checks a `dispatch` entry of the topology (no network I/O; the VAPID
+/// key and ping keys from the environment or the key file).
+impl Kind for Dispatch {
+    const TYPE: &'static str = "dispatch";
+    type Settings = DispatchSettings;
+
+    fn validate(
+        raw: DispatchSettings,
+        spec: &ComponentSpec,
+        t: &Topology,
+    ) -> Result<Dispatch, ConfigError> {
+        let vapid = load_vapid_key(&raw, |k| std::env::var(k).ok())?;
+        let settings = raw.check()?;
+        let topics = Topics::default();
+        let mut inputs = topics.view_inputs();
+        inputs.push(topics.batches.clone());
+        for want in inputs {
+            if !spec.inputs.contains(&want) {
+                return Err(ConfigError::new(
+                    "inputs",
+                    format!("dispatch reads {want:?}; add it to inputs"),
+                ));
+            }
         }
-    }
-    for want in [
-        &topics.batches,
-        &topics.dispatched,
-        &topics.failed,
-        &topics.subscription_expired,
-    ] {
-        if !spec.outputs.contains(want) {
-            return Err((
-                "outputs".into(),
-                format!("dispatch writes {want:?}; add it to outputs"),
-            ));
+        for want in [
+            &topics.batches,
+            &topics.dispatched,
+            &topics.failed,
+            &topics.subscription_expired,
+        ] {
+            if !spec.outputs.contains(want) {
+                return Err(ConfigError::new(
+                    "outputs",
+                    format!("dispatch writes {want:?}; add it to outputs"),
+                ));
+            }
         }
+        let ping = PingKeys::from_env().map_err(|e| ConfigError::new("PUSHFLOW_PING_KEYS", e))?;
+        let s = &t.services;
+        Ok(Dispatch {
+            name: spec.name.clone(),
+            settings,
+            topics,
+            vapid: Arc::new(vapid),
+            ping,
+            allow_insecure: std::env::var("PUSHFLOW_ALLOW_INSECURE_PUSH").is_ok_and(|v| v == "1"),
+            brokers: s.brokers.clone(),
+            kafka: t.kafka.clone(),
+            database_url: s.database_url.clone(),
+            registry_url: s.registry_url.clone(),
+            group: spec.group_id(),
+        })
     }
-    let ping = PingKeys::from_env().map_err(|e| ("PUSHFLOW_PING_KEYS".to_string(), e))?;
-    let s = &t.services;
-    Ok(Box::new(Dispatch {
-        name: spec.name.clone(),
-        settings,
-        topics,
-        vapid: Arc::new(vapid),
-        ping,
-        allow_insecure: std::env::var("PUSHFLOW_ALLOW_INSECURE_PUSH").is_ok_and(|v| v == "1"),
-        brokers: s.brokers.clone(),
-        kafka: t.kafka.clone(),
-        database_url: s.database_url.clone(),
-        registry_url: s.registry_url.clone(),
-        group: spec.group_id(),
-    }))
 }
 
 impl Dispatch {
@@ -276,11 +275,7 @@ impl Dispatch {
 #[async_trait]
 impl Component for Dispatch {
     async fn run(self: Box<Self>, ctx: Context) -> Result<(), RuntimeError> {
-        ctx.watch(vec![
-            Dependency::Broker,
-            Dependency::Postgres,
-            Dependency::Registry,
-        ]);
+        ctx.watch(Dependency::processor());
         (*self)
             .run_until(ctx.shutdown.clone(), Some(ctx.health.clone()))
             .await

@@ -1,5 +1,6 @@
 //! `settings:` of a `dispatch` component in `topology.yaml`.
 
+use pushflow_runtime::component::ConfigError;
 use pushflow_runtime::topology::parse_duration;
 use serde::Deserialize;
 use std::time::Duration;
@@ -91,15 +92,29 @@ pub struct Checked {
     pub ping_token_ttl: Duration,
 }
 
+/// No subject (which [`DispatchSettings::check`] refuses) and the
+/// defaults: what an entry without `settings:` gets.
+impl Default for DispatchSettings {
+    fn default() -> Self {
+        DispatchSettings::with_subject("")
+    }
+}
+
 impl DispatchSettings {
     /// Settings for tests and tools: defaults with this subject.
     pub fn with_subject(subject: &str) -> DispatchSettings {
         serde_yaml::from_str(&format!("vapid_subject: {subject:?}")).expect("defaults parse")
     }
 
-    /// Parses durations and checks ranges; errors are (field, message).
-    pub fn check(self) -> Result<Checked, (String, String)> {
-        let f = |field: &str, m: String| (format!("settings.{field}"), m);
+    /// Parses durations and checks ranges; the error names the field.
+    pub fn check(self) -> Result<Checked, ConfigError> {
+        let f = |field: &str, m: String| ConfigError::new(format!("settings.{field}"), m);
+        if self.vapid_subject.is_empty() {
+            return Err(f(
+                "vapid_subject",
+                "dispatch needs at least `vapid_subject: mailto:…` (how push services reach the operator, RFC 8292)".into(),
+            ));
+        }
         let d = |field: &str, v: &str| parse_duration(v).map_err(|m| f(field, m));
         if !(self.vapid_subject.starts_with("mailto:")
             || self.vapid_subject.starts_with("https://"))
@@ -166,11 +181,15 @@ mod tests {
         let e = DispatchSettings::with_subject("ops@example.com")
             .check()
             .unwrap_err();
-        assert_eq!(e.0, "settings.vapid_subject");
+        assert_eq!(e.field, "settings.vapid_subject");
+        assert_eq!(
+            DispatchSettings::default().check().unwrap_err().field,
+            "settings.vapid_subject"
+        );
         let mut s = DispatchSettings::with_subject("mailto:a@b");
         s.vapid_jwt_ttl = "48h".into();
         assert_eq!(
-            s.check().unwrap_err().0,
+            s.check().unwrap_err().field,
             "settings.vapid_subject".replace("subject", "jwt_ttl")
         );
     }

@@ -33,8 +33,6 @@
 //! ([`throttle`]). An unthrottled launch goes exactly as before.
 
 pub mod batch;
-pub mod bench;
-pub mod cli;
 pub mod component;
 pub mod config;
 pub mod outcomes;
@@ -48,12 +46,13 @@ pub mod throttle;
 pub mod vapid;
 pub mod view;
 
-pub use component::{validate, Dispatch};
+pub use component::Dispatch;
 pub use config::DispatchSettings;
 pub use shared::{notification_id, Topics};
 pub use vapid::VapidKey;
 
 use pushflow_runtime::codec::CodecError;
+use pushflow_runtime::postgres::PgError;
 use pushflow_runtime::RuntimeError;
 
 /// Errors of dispatch. Each knows whether retrying can help.
@@ -62,9 +61,9 @@ pub enum DispatchError {
     /// Settings, keys or URLs are wrong (retrying cannot help).
     #[error("configuration: {0}")]
     Config(String),
-    /// Postgres failed or is unreachable.
-    #[error("postgres: {0}")]
-    Database(String),
+    /// Postgres failed or is unreachable (what was being done, and why).
+    #[error(transparent)]
+    Postgres(#[from] PgError),
     /// Kafka failed.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
@@ -83,10 +82,12 @@ pub enum DispatchError {
 }
 
 impl DispatchError {
-    /// Whether trying again later could succeed.
+    /// Whether trying again later could succeed. Every Postgres failure is
+    /// taken for transient (the loops back off, warn and try again), also
+    /// those [`PgError::is_retryable`] calls permanent.
     pub fn is_retryable(&self) -> bool {
         match self {
-            DispatchError::Database(_) => true,
+            DispatchError::Postgres(_) => true,
             DispatchError::Runtime(e) => e.is_retryable(),
             DispatchError::Codec(e) => e.is_retryable(),
             DispatchError::Config(_)

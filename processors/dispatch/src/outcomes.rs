@@ -2,9 +2,10 @@
 //! sending. Each row names the batch record whose transaction publishes its
 //! events; rows older than that scheme carry `published` instead.
 
+use pushflow_runtime::postgres::pg;
 use std::collections::HashMap;
 
-use crate::store::{db, Store};
+use crate::store::Store;
 use crate::DispatchError;
 
 /// A decided notification (`kind` = `dispatched` or a failure kind).
@@ -53,7 +54,7 @@ impl Store {
                 &[&ids],
             )
             .await
-            .map_err(db)?;
+            .map_err(pg("read decided outcomes"))?;
         Ok(rows
             .iter()
             .map(|r| {
@@ -105,7 +106,7 @@ impl Store {
                 ],
             )
             .await
-            .map_err(db)?;
+            .map_err(pg("record outcomes"))?;
         Ok(())
     }
 
@@ -124,7 +125,7 @@ impl Store {
                 &[&ids, &partition, &offset],
             )
             .await
-            .map_err(db)?;
+            .map_err(pg("rebind outcomes"))?;
         Ok(())
     }
 }

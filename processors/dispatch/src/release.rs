@@ -19,12 +19,13 @@
 //! before them is known to Postgres), so a restart reads little.
 
 use pushflow_runtime::kafka::outbox::{self, Absent, Outbox, Outgoing, Tail};
+use pushflow_runtime::postgres::{pg, PgError, PgFailure};
 use pushflow_runtime::{CancellationToken, RuntimeError};
 use std::time::{Duration, Instant};
 
 use crate::batch::DispatchBatch;
 use crate::shared::{derived_id, Shared};
-use crate::store::{db, CampaignKey};
+use crate::store::CampaignKey;
 use crate::DispatchError;
 
 /// The advisory lock of the active releaser.
@@ -64,7 +65,7 @@ async fn session(s: &Shared, shutdown: &CancellationToken) -> Result<(), Dispatc
         let got: bool = lock
             .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK])
             .await
-            .map_err(db)?
+            .map_err(pg("try the releaser's lock"))?
             .get(0);
         if got {
             break;
@@ -80,9 +81,7 @@ async fn session(s: &Shared, shutdown: &CancellationToken) -> Result<(), Dispatc
     let mut checkpointed = Instant::now();
     loop {
         if lock.is_closed() {
-            return Err(DispatchError::Database(
-                "the releaser's lock connection closed".into(),
-            ));
+            return Err(PgError::new("hold the releaser's lock", PgFailure::Closed).into());
         }
         let due = s.store.due_releases(100).await?;
         if !due.is_empty() {

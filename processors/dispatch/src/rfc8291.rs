@@ -124,12 +124,7 @@ mod tests {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
     use base64::Engine;
 
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
+    use pushflow_testkit::hex;
 
     /// RFC 8291 section 5, the vector `ece` is tested with (padding 1).
     #[test]

@@ -438,6 +438,37 @@ impl BatchHandler {
     }
 }
 
+/// Keeps the first record of each batch (by `batch_key`) among those
+/// handed together: a repeated record of a batch (a releaser that handed
+/// over, a planner that ran again) handled at the same time as the first
+/// would find the first's outcomes not yet committed and send the rest
+/// again. Handled once here, the repeat's offset commits with the first's
+/// outcomes in the same transaction; a repeat handed later finds them
+/// committed ([`BatchHandler::dispatch`]).
+fn once_per_batch(
+    decoded: Vec<(usize, DispatchBatch, BatchAt)>,
+    component: &str,
+) -> Vec<(usize, DispatchBatch, BatchAt)> {
+    let mut first: HashMap<String, BatchAt> = HashMap::new();
+    let mut out = Vec::with_capacity(decoded.len());
+    for (i, b, at) in decoded {
+        match first.get(&b.batch_key) {
+            Some(seen) => {
+                tracing::warn!(component, batch = %b.batch_key, first_partition = seen.partition,
+                    first_offset = seen.offset, partition = at.partition, offset = at.offset,
+                    "a batch record repeats one handed with it; sending it once");
+                metrics::counter!("pushflow_dispatch_repeated_batches_total", "component" => component.to_string())
+                    .increment(1);
+            }
+            None => {
+                first.insert(b.batch_key.clone(), at);
+                out.push((i, b, at));
+            }
+        }
+    }
+    out
+}
+
 #[async_trait]
 impl Handler for BatchHandler {
     async fn process(&mut self, batch: Vec<Record>) -> Result<Durable, RuntimeError> {
@@ -465,6 +496,7 @@ impl Handler for BatchHandler {
                 Err(e) => s.dlq.send(r, &e.to_string()).await?,
             }
         }
+        let decoded = once_per_batch(decoded, &s.name);
         let this = &*self;
         let results: Vec<(usize, Result<usize, DispatchError>)> = futures::stream::iter(decoded)
             .map(move |(i, b, at)| async move { (i, this.dispatch(&b, at).await) })
@@ -480,5 +512,42 @@ impl Handler for BatchHandler {
             }
         }
         Ok(Durable::All)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(key: &str) -> DispatchBatch {
+        DispatchBatch {
+            event_id: format!("{key}-id"),
+            occurred_at: 0,
+            store_id: "s".into(),
+            campaign_id: "c".into(),
+            batch_no: 7,
+            batch_key: key.into(),
+            subscriber_ids: vec!["a".into(), "b".into()],
+            throttle_per_minute: Some(240),
+            due_at: None,
+        }
+    }
+
+    #[test]
+    fn a_repeated_batch_handed_with_the_first_is_sent_once() {
+        let at = |offset| BatchAt {
+            partition: 1,
+            offset,
+        };
+        let kept = once_per_batch(
+            vec![
+                (0, batch("s:c:7"), at(10)),
+                (1, batch("s:c:8"), at(11)),
+                (2, batch("s:c:7"), at(12)),
+            ],
+            "dispatch",
+        );
+        let kept: Vec<(usize, i64)> = kept.iter().map(|(i, _, at)| (*i, at.offset)).collect();
+        assert_eq!(kept, vec![(0, 10), (1, 11)]);
     }
 }

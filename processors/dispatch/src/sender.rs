@@ -113,7 +113,13 @@ impl Sender {
             .connect_timeout(config.request_timeout)
             .timeout(config.request_timeout)
             .build()
-            .map_err(|e| DispatchError::Config(format!("HTTP client: {e}")))?;
+            .map_err(|e| {
+                DispatchError::Runtime(pushflow_runtime::RuntimeError::Component {
+                    component: "dispatch".into(),
+                    message: format!("building the HTTP client (TLS set-up): {e}"),
+                    retryable: false,
+                })
+            })?;
         Ok(Sender {
             client,
             vapid,

@@ -4,6 +4,7 @@
 use pushflow_runtime::codec::Codec;
 use pushflow_runtime::kafka::{DeadLetters, Producer};
 use pushflow_runtime::token::PingKeys;
+use pushflow_runtime::RuntimeError;
 use pushflow_schemas::{
     Event, FailureKind, NotificationDispatched, NotificationFailed, SubscriptionExpired,
 };
@@ -46,15 +47,15 @@ impl Default for Topics {
 impl Topics {
     /// Every name with `prefix` in front (tests isolate themselves so).
     pub fn prefixed(prefix: &str) -> Topics {
-        let p = |n: &str| format!("{prefix}{n}");
+        use pushflow_schemas::catalogue as c;
         Topics {
-            campaign_created: p("campaign.created"),
-            campaign_launched: p("campaign.launched"),
-            subscription_created: p("subscription.created"),
-            subscription_expired: p("subscription.expired"),
-            batches: p(crate::batch::TOPIC),
-            dispatched: p("notification.dispatched"),
-            failed: p("notification.failed"),
+            campaign_created: c::CAMPAIGN_CREATED.prefixed(prefix),
+            campaign_launched: c::CAMPAIGN_LAUNCHED.prefixed(prefix),
+            subscription_created: c::SUBSCRIPTION_CREATED.prefixed(prefix),
+            subscription_expired: c::SUBSCRIPTION_EXPIRED.prefixed(prefix),
+            batches: c::DISPATCH_BATCHES.prefixed(prefix),
+            dispatched: c::NOTIFICATION_DISPATCHED.prefixed(prefix),
+            failed: c::NOTIFICATION_FAILED.prefixed(prefix),
         }
     }
 
@@ -164,7 +165,13 @@ impl Shared {
             pushflow_runtime::kafka::admin::committed_offsets(&brokers, &kafka, &group, &parts)
         })
         .await
-        .map_err(|e| DispatchError::Config(format!("committed-offset look-up panicked: {e}")))??;
+        .map_err(|e| {
+            DispatchError::Runtime(RuntimeError::Component {
+                component: self.name.clone(),
+                message: format!("committed-offset look-up panicked: {e}"),
+                retryable: true,
+            })
+        })??;
         Ok(causes
             .iter()
             .map(|c| {

@@ -10,7 +10,7 @@
 //! subscribers of one store in constant memory.
 
 use deadpool_postgres::Pool;
-use pushflow_runtime::postgres::PoolSettings;
+use pushflow_runtime::postgres::{pg, PoolSettings};
 use pushflow_schemas::{CampaignCreated, SubscriptionCreated, SubscriptionExpired, Urgency};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -166,10 +166,6 @@ pub struct Store {
     config: tokio_postgres::Config,
 }
 
-pub(crate) fn db(e: impl std::fmt::Display) -> DispatchError {
-    DispatchError::Database(e.to_string())
-}
-
 impl Store {
     /// Connects (creating the database if missing) and creates the schema.
     pub async fn connect(url: &str) -> Result<Store, DispatchError> {
@@ -178,7 +174,7 @@ impl Store {
             .map_err(|e| DispatchError::Config(format!("database_url: {e}")))?;
         pushflow_runtime::postgres::ensure_database(&config)
             .await
-            .map_err(db)?;
+            .map_err(pg("create the database"))?;
         let pool = pushflow_runtime::postgres::pool(
             config.clone(),
             PoolSettings {
@@ -187,14 +183,21 @@ impl Store {
                 create_timeout: Duration::from_secs(10),
             },
         )
-        .map_err(db)?;
-        let mut c = pool.get().await.map_err(db)?;
-        let tx = c.transaction().await.map_err(db)?;
+        .map_err(pg("build the pool"))?;
+        let mut c = pool.get().await.map_err(pg("connect"))?;
+        let tx = c
+            .transaction()
+            .await
+            .map_err(pg("begin the schema migration"))?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
             .await
-            .map_err(db)?;
-        tx.batch_execute(DDL).await.map_err(db)?;
-        tx.commit().await.map_err(db)?;
+            .map_err(pg("take the schema lock"))?;
+        tx.batch_execute(DDL)
+            .await
+            .map_err(pg("create the dispatch schema"))?;
+        tx.commit()
+            .await
+            .map_err(pg("commit the dispatch schema"))?;
         Ok(Store { pool, config })
     }
 
@@ -202,13 +205,21 @@ impl Store {
     /// advisory lock (a pooled connection would keep the lock after its
     /// user is gone).
     pub async fn dedicated(&self) -> Result<tokio_postgres::Client, DispatchError> {
-        let (client, conn) = self.config.connect(NoTls).await.map_err(db)?;
+        let (client, conn) = self
+            .config
+            .connect(NoTls)
+            .await
+            .map_err(pg("open a dedicated connection"))?;
         tokio::spawn(conn);
         Ok(client)
     }
 
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, DispatchError> {
-        self.pool.get().await.map_err(db)
+        Ok(self
+            .pool
+            .get()
+            .await
+            .map_err(pg("take a pooled connection"))?)
     }
 
     /// Applies `subscription.created` events (a later event for the same
@@ -241,7 +252,7 @@ impl Store {
                 &[&ids, &stores, &eps, &keys, &auths],
             )
             .await
-            .map_err(db)?;
+            .map_err(pg("store subscriptions"))?;
         Ok(())
     }
 
@@ -261,7 +272,7 @@ impl Store {
                 &[&ids, &stores],
             )
             .await
-            .map_err(db)?;
+            .map_err(pg("expire subscriptions"))?;
         Ok(())
     }
 
@@ -278,7 +289,7 @@ impl Store {
                 &[&c.campaign_id, &c.store_id, &c.title, &c.body, &c.url, &c.icon, &c.ttl_seconds, &urgency],
             )
             .await
-            .map_err(db)?;
+            .map_err(pg("store a campaign"))?;
         Ok(())
     }
 
@@ -297,7 +308,7 @@ impl Store {
                 &[&store, &id],
             )
             .await
-            .map_err(db)?;
+            .map_err(pg("read a campaign"))?;
         Ok(row.map(|r| {
             let urgency: String = r.get(6);
             CampaignCreated {
@@ -336,7 +347,7 @@ impl Store {
                 &[&campaign_id, &store_id, &throttle_per_minute],
             )
             .await
-            .map_err(db)?;
+            .map_err(pg("record a launch"))?;
         Ok(())
     }
 
@@ -350,7 +361,7 @@ impl Store {
                 &[&key.store_id, &key.campaign_id],
             )
             .await
-            .map_err(db)?;
+            .map_err(pg("read a launch's throttle"))?;
         Ok(row.and_then(|r| r.get(0)))
     }
 
@@ -373,7 +384,7 @@ impl Store {
                 &[&stores, &campaigns],
             )
             .await
-            .map_err(db)?;
+            .map_err(pg("read launch plans"))?;
         Ok(rows
             .iter()
             .map(|r| {
@@ -421,7 +432,7 @@ impl Store {
                 ],
             )
             .await
-            .map_err(db)?;
+            .map_err(pg("mark a launch planned"))?;
         Ok(())
     }
 
@@ -442,7 +453,7 @@ impl Store {
                 &[&store, &after, &limit],
             )
             .await
-            .map_err(db)?;
+            .map_err(pg("read an audience page"))?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
@@ -456,7 +467,7 @@ impl Store {
                 &[&store],
             )
             .await
-            .map_err(db)?;
+            .map_err(pg("count active subscribers"))?;
         Ok(row.get(0))
     }
 
@@ -475,7 +486,7 @@ impl Store {
                 &[&store, &ids],
             )
             .await
-            .map_err(db)?;
+            .map_err(pg("read subscriptions"))?;
         Ok(rows
             .iter()
             .map(|r| {

@@ -44,9 +44,10 @@
 //! events became visible 10 s late; a one-second batch holds them back no
 //! longer than an ordinary batch does.
 
+use pushflow_runtime::postgres::pg;
 use std::time::Duration;
 
-use crate::store::{db, CampaignKey, Store};
+use crate::store::{CampaignKey, Store};
 use crate::DispatchError;
 
 /// The longest a throttled batch takes to send: `ceil(N / 60)` subscribers
@@ -113,7 +114,10 @@ impl Store {
     ) -> Result<Option<(i32, i64)>, DispatchError> {
         let size = batch_size(per_minute, max_batch) as i64;
         let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(db)?;
+        let tx = c
+            .transaction()
+            .await
+            .map_err(pg("begin planning a throttled launch"))?;
         let (st, ca) = (&key.store_id, &key.campaign_id);
         let known = tx
             .query_opt(
@@ -121,7 +125,7 @@ impl Store {
                 &[st, ca],
             )
             .await
-            .map_err(db)?;
+            .map_err(pg("look for a throttled plan"))?;
         if known.is_some() {
             return Ok(None);
         }
@@ -134,7 +138,7 @@ impl Store {
             &[st, ca, &size],
         )
         .await
-        .map_err(db)?;
+        .map_err(pg("plan throttled batches"))?;
         let row = tx
             .query_one(
                 "SELECT count(*)::int, coalesce(sum(cardinality(subscriber_ids)), 0)::bigint
@@ -142,7 +146,7 @@ impl Store {
                 &[st, ca],
             )
             .await
-            .map_err(db)?;
+            .map_err(pg("count throttled batches"))?;
         let (batches, audience): (i32, i64) = (row.get(0), row.get(1));
         tx.execute(
             &format!(
@@ -152,7 +156,7 @@ impl Store {
             &[st, ca, &per_minute, &(size as i32), &batches, &audience],
         )
         .await
-        .map_err(db)?;
+        .map_err(pg("store a throttle"))?;
         tx.execute(
             "UPDATE dispatch.launches SET planned = true, batches = $3, audience = $4,
                 plan_topic = NULL, plan_partition = NULL, plan_offset = NULL
@@ -160,8 +164,8 @@ impl Store {
             &[st, ca, &batches, &audience],
         )
         .await
-        .map_err(db)?;
-        tx.commit().await.map_err(db)?;
+        .map_err(pg("mark a throttled launch planned"))?;
+        tx.commit().await.map_err(pg("commit a throttled plan"))?;
         Ok(Some((batches, audience)))
     }
 
@@ -186,7 +190,7 @@ impl Store {
                 &[&lead, &limit],
             )
             .await
-            .map_err(db)?;
+            .map_err(pg("read due releases"))?;
         Ok(rows
             .iter()
             .map(|r| Release {
@@ -217,7 +221,7 @@ impl Store {
                 &[],
             )
             .await
-            .map_err(db)?;
+            .map_err(pg("read the next release time"))?;
         Ok(row
             .get::<_, Option<i64>>(0)
             .map(|us| Duration::from_micros(us.max(0) as u64)))
@@ -237,7 +241,10 @@ impl Store {
         let ca: Vec<&str> = released.iter().map(|r| r.0.campaign_id.as_str()).collect();
         let no: Vec<i32> = released.iter().map(|r| r.1).collect();
         let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(db)?;
+        let tx = c
+            .transaction()
+            .await
+            .map_err(pg("begin marking batches released"))?;
         tx.execute(
             "UPDATE dispatch.throttles t SET released = GREATEST(t.released, u.n + 1)
              FROM (SELECT st, ca, max(n) AS n FROM unnest($1::text[], $2::text[], $3::int[]) AS x(st, ca, n)
@@ -246,15 +253,15 @@ impl Store {
             &[&st, &ca, &no],
         )
         .await
-        .map_err(db)?;
+        .map_err(pg("mark batches released"))?;
         tx.execute(
             "DELETE FROM dispatch.throttled_batches b USING unnest($1::text[], $2::text[], $3::int[]) AS u(st, ca, n)
              WHERE b.store_id = u.st AND b.campaign_id = u.ca AND b.batch_no <= u.n",
             &[&st, &ca, &no],
         )
         .await
-        .map_err(db)?;
-        tx.commit().await.map_err(db)?;
+        .map_err(pg("drop released batches"))?;
+        tx.commit().await.map_err(pg("commit released batches"))?;
         Ok(())
     }
 
@@ -285,7 +292,7 @@ impl Store {
                 &[&key.store_id, &key.campaign_id, &span, &batch_no],
             )
             .await
-            .map_err(db)?;
+            .map_err(pg("claim send slots"))?;
         Ok(row.map(|r| Slots {
             wait: Duration::from_micros(r.get::<_, i64>(0).max(0) as u64),
             spacing,
@@ -305,7 +312,7 @@ impl Store {
                 &[&topic],
             )
             .await
-            .map_err(db)?;
+            .map_err(pg("read the release positions"))?;
         Ok(rows
             .iter()
             .map(|r| ((topic.to_string(), r.get(0)), r.get(1)))
@@ -330,7 +337,7 @@ impl Store {
                 &[&topics, &parts, &next],
             )
             .await
-            .map_err(db)?;
+            .map_err(pg("store the release positions"))?;
         Ok(())
     }
 }

@@ -7,6 +7,7 @@ use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD as B64};
 use base64::Engine;
+use pushflow_runtime::component::ConfigError;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -118,12 +119,10 @@ pub const PRIVATE_KEY_FILE_VAR: &str = "PUSHFLOW_VAPID_PRIVATE_KEY_FILE";
 
 /// The private key the environment configures: [`PRIVATE_KEY_VAR`], or
 /// the file [`PRIVATE_KEY_FILE_VAR`] names (not both; empty counts as
-/// unset); `None` when neither is set. An error is (variable, what to fix).
-pub fn key_from_env(
-    env: impl Fn(&str) -> Option<String>,
-) -> Result<Option<VapidKey>, (String, String)> {
+/// unset); `None` when neither is set. The error names the variable.
+pub fn key_from_env(env: impl Fn(&str) -> Option<String>) -> Result<Option<VapidKey>, ConfigError> {
     let set = |k: &str| env(k).filter(|v| !v.trim().is_empty());
-    let fail = |var: &str, m: String| (var.to_string(), m);
+    let fail = |var: &str, m: String| ConfigError::new(var, m);
     match (set(PRIVATE_KEY_VAR), set(PRIVATE_KEY_FILE_VAR)) {
         (Some(_), Some(_)) => Err(fail(
             PRIVATE_KEY_VAR,
@@ -274,14 +273,14 @@ mod tests {
             (PRIVATE_KEY_FILE_VAR, path.clone()),
         ]))
         .unwrap_err();
-        assert!(both.1.contains("not both"), "{both:?}");
+        assert!(both.message.contains("not both"), "{both:?}");
         let missing =
             key_from_env(env(vec![(PRIVATE_KEY_FILE_VAR, format!("{path}.absent"))])).unwrap_err();
-        assert_eq!(missing.0, PRIVATE_KEY_FILE_VAR);
-        assert!(missing.1.contains("cannot read"), "{missing:?}");
+        assert_eq!(missing.field, PRIVATE_KEY_FILE_VAR);
+        assert!(missing.message.contains("cannot read"), "{missing:?}");
         std::fs::write(&path, "not a key").unwrap();
         let bad = key_from_env(env(vec![(PRIVATE_KEY_FILE_VAR, path.clone())])).unwrap_err();
-        assert_eq!(bad.0, PRIVATE_KEY_FILE_VAR);
+        assert_eq!(bad.field, PRIVATE_KEY_FILE_VAR);
         std::fs::remove_file(&path).unwrap();
     }
 

@@ -245,21 +245,9 @@ async fn python_check(sim: &pushflow_push_sim::PushSim, subscriber: &str) {
         pushflow_testkit::unique("webpush-check")
     ));
     std::fs::write(&path, input.to_string()).unwrap();
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/python/check_webpush.py");
-    let out = std::process::Command::new("python3")
-        .arg(&script)
-        .arg(&path)
-        .output()
-        .expect("python3 runs");
+    // The independent check, in Python.
+    let stdout = pushflow_testkit::python("check_webpush.py", &[path.to_str().unwrap()]);
     let _ = std::fs::remove_file(&path);
-    assert!(
-        out.status.success(),
-        "independent Python check failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("\"notification_id\""), "{stdout}");
 }
 

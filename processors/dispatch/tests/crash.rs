@@ -11,8 +11,8 @@ use common::Env;
 use pushflow_dispatch::{notification_id, Dispatch, Topics, VapidKey};
 use pushflow_push_sim::{Behaviour, RandomRule, Rule};
 use pushflow_runtime::token::PingKeys;
+use pushflow_testkit::crash::{child_settings, ChildTest, CrashChild};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,14 +23,9 @@ const CHILD_ENV: &str = "PUSHFLOW_DISPATCH_CRASH_CHILD";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "run by survives_kill_9_mid_campaign as a child process"]
 async fn crash_child_runs_dispatch() {
-    let Ok(cfg) = std::env::var(CHILD_ENV) else {
+    let Some(cfg) = child_settings::<serde_json::Value>(CHILD_ENV) else {
         return;
     };
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("info,rdkafka=warn"))
-        .with_writer(std::io::stderr)
-        .try_init();
-    let cfg: serde_json::Value = serde_json::from_str(&cfg).unwrap();
     let s = |k: &str| cfg[k].as_str().unwrap().to_string();
     let mut settings = Env::settings();
     settings.concurrency_per_origin = 16;
@@ -52,32 +47,11 @@ async fn crash_child_runs_dispatch() {
         .unwrap();
 }
 
-/// Kills the child (SIGKILL) when dropped, so a failing test leaves no
-/// process behind.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_child(cfg: &serde_json::Value) -> ChildGuard {
-    ChildGuard(
-        Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "crash_child_runs_dispatch",
-                "--nocapture",
-                "--include-ignored",
-            ])
-            .env(CHILD_ENV, cfg.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("re-exec the test binary"),
-    )
+/// A child running dispatch with `cfg`; killed (SIGKILL) when dropped.
+fn spawn_child(cfg: &serde_json::Value) -> CrashChild {
+    ChildTest::new("crash_child_runs_dispatch")
+        .settings(CHILD_ENV, cfg)
+        .spawn()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -106,8 +80,8 @@ async fn survives_kill_9_mid_campaign() {
     let out = env.collect();
     let cfg = serde_json::json!({
         "prefix": env.prefix,
-        "registry": env.registry,
-        "database_url": env.database_url,
+        "registry": env.services.registry,
+        "database_url": env.services.database_url,
         "group": pushflow_testkit::unique("g"),
         "vapid": VapidKey::generate().private_b64(),
     });
@@ -121,8 +95,7 @@ async fn survives_kill_9_mid_campaign() {
         assert!(Instant::now() < deadline, "dispatch did not get going");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    first.0.kill().unwrap(); // SIGKILL
-    first.0.wait().unwrap();
+    first.kill(); // SIGKILL
     let at_kill = sim.state.stats()["accepted"].as_u64().unwrap();
     assert!(
         at_kill < 2000,
@@ -176,7 +149,7 @@ async fn survives_kill_9_mid_campaign() {
         &t.batches,
     ];
     let brokers = pushflow_testkit::brokers();
-    let mut args = vec![brokers.as_str(), env.registry.as_str()];
+    let mut args = vec![brokers.as_str(), env.services.registry.as_str()];
     args.extend(outputs.iter().map(|s| s.as_str()));
     let counted: serde_json::Value =
         serde_json::from_str(&pushflow_testkit::python("event_ids.py", &args)).unwrap();
@@ -238,8 +211,8 @@ async fn survives_kill_9_mid_throttled_campaign() {
     let out = env.collect();
     let cfg = serde_json::json!({
         "prefix": env.prefix,
-        "registry": env.registry,
-        "database_url": env.database_url,
+        "registry": env.services.registry,
+        "database_url": env.services.database_url,
         "group": pushflow_testkit::unique("g"),
         "vapid": VapidKey::generate().private_b64(),
     });
@@ -259,8 +232,7 @@ async fn survives_kill_9_mid_throttled_campaign() {
         assert!(Instant::now() < deadline, "dispatch did not get going");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    first.0.kill().unwrap(); // SIGKILL
-    first.0.wait().unwrap();
+    first.kill(); // SIGKILL
     let at_kill = sim.state.stats()["accepted"].as_u64().unwrap();
     let second = spawn_child(&cfg);
     eprintln!("killed at {at_kill} accepted; restarted");
@@ -289,7 +261,7 @@ async fn survives_kill_9_mid_throttled_campaign() {
     let t = Topics::prefixed(&env.prefix);
     let outputs = [&t.dispatched, &t.failed, &t.batches];
     let brokers = pushflow_testkit::brokers();
-    let mut args = vec![brokers.as_str(), env.registry.as_str()];
+    let mut args = vec![brokers.as_str(), env.services.registry.as_str()];
     args.extend(outputs.iter().map(|s| s.as_str()));
     let counted: serde_json::Value =
         serde_json::from_str(&pushflow_testkit::python("event_ids.py", &args)).unwrap();

@@ -99,8 +99,9 @@ async fn two_stores_with_the_same_ids_never_touch_each_other() {
         subscriber_id: "shared-0".into(),
         reason: "unsubscribed".into(),
     };
-    let bytes = env.codec.encode(&e).await.unwrap();
-    env.producer
+    let bytes = env.services.codec.encode(&e).await.unwrap();
+    env.services
+        .producer
         .send(
             &env.topics.subscription_expired,
             Some(e.key().as_bytes()),
@@ -121,10 +122,7 @@ async fn two_stores_with_the_same_ids_never_touch_each_other() {
 async fn tables_keyed_by_id_alone_are_keyed_by_store_and_id_on_connect() {
     let (name, url) = pushflow_testkit::fresh_database("dispatch_rekey");
     pushflow_testkit::create_database(&name).await;
-    let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let c = pushflow_testkit::connect(&url).await;
     // The tables as releases before per-store ids made them, with a row.
     c.batch_execute(
         "CREATE SCHEMA dispatch;

@@ -1,10 +1,10 @@
 //! The `scheduler` component of `pushflow up` (type `scheduler`): a pure
-//! [`validate`] of its topology entry, then [`Scheduler::run_until`].
+//! [`Kind::validate`] of its topology entry, then [`Scheduler::run_until`].
 //! Guarantee: see the crate doc (each scheduled campaign launched once).
 
 use async_trait::async_trait;
 use pushflow_runtime::codec::Codec;
-use pushflow_runtime::component::{Component, Context};
+use pushflow_runtime::component::{Component, ConfigError, Context, Kind};
 use pushflow_runtime::http::Health;
 use pushflow_runtime::kafka::{DeadLetters, Producer};
 use pushflow_runtime::probe::Dependency;
@@ -37,48 +37,52 @@ pub struct Scheduler {
     pub group: String,
 }
 
-/// Checks a `scheduler` entry without I/O; the error is (field, message).
-pub fn validate(
-    spec: &ComponentSpec,
-    t: &Topology,
-) -> Result<Box<dyn Component>, (String, String)> {
-    let settings: SchedulerSettings = spec.settings()?;
-    let settings = settings.validate()?;
-    let topics = Topics::default();
-    for want in topics.inputs() {
-        if !spec.inputs.contains(&want) {
-            return Err((
-                "inputs".into(),
-                format!("the scheduler reads {want:?}; add it to inputs"),
-            ));
+impl Kind for Scheduler {
+    const TYPE: &'static str = "scheduler";
+    type Settings = SchedulerSettings;
+
+    fn validate(
+        settings: SchedulerSettings,
+        spec: &ComponentSpec,
+        t: &Topology,
+    ) -> Result<Scheduler, ConfigError> {
+        let settings = settings.validate()?;
+        let topics = Topics::default();
+        for want in topics.inputs() {
+            if !spec.inputs.contains(&want) {
+                return Err(ConfigError::new(
+                    "inputs",
+                    format!("the scheduler reads {want:?}; add it to inputs"),
+                ));
+            }
         }
-    }
-    if let Some(other) = spec.inputs.iter().find(|i| !topics.inputs().contains(i)) {
-        return Err((
-            "inputs".into(),
+        if let Some(other) = spec.inputs.iter().find(|i| !topics.inputs().contains(i)) {
+            return Err(ConfigError::new(
+            "inputs",
             format!("the scheduler reads only campaign.scheduled, campaign.cancelled and campaign.launched, not {other:?}"),
         ));
+        }
+        if spec.outputs != [topics.launched.clone()] {
+            return Err(ConfigError::new(
+                "outputs",
+                format!(
+                    "the scheduler writes {:?} only; set outputs to it",
+                    topics.launched
+                ),
+            ));
+        }
+        let s = &t.services;
+        Ok(Scheduler {
+            name: spec.name.clone(),
+            settings,
+            topics,
+            brokers: s.brokers.clone(),
+            kafka: t.kafka.clone(),
+            database_url: s.database_url.clone(),
+            registry_url: s.registry_url.clone(),
+            group: spec.group_id(),
+        })
     }
-    if spec.outputs != [topics.launched.clone()] {
-        return Err((
-            "outputs".into(),
-            format!(
-                "the scheduler writes {:?} only; set outputs to it",
-                topics.launched
-            ),
-        ));
-    }
-    let s = &t.services;
-    Ok(Box::new(Scheduler {
-        name: spec.name.clone(),
-        settings,
-        topics,
-        brokers: s.brokers.clone(),
-        kafka: t.kafka.clone(),
-        database_url: s.database_url.clone(),
-        registry_url: s.registry_url.clone(),
-        group: spec.group_id(),
-    }))
 }
 
 impl Scheduler {
@@ -119,11 +123,7 @@ impl Scheduler {
 #[async_trait]
 impl Component for Scheduler {
     async fn run(self: Box<Self>, ctx: Context) -> Result<(), RuntimeError> {
-        ctx.watch(vec![
-            Dependency::Broker,
-            Dependency::Postgres,
-            Dependency::Registry,
-        ]);
+        ctx.watch(Dependency::processor());
         (*self)
             .run_until(ctx.shutdown.clone(), Some(ctx.health.clone()))
             .await
@@ -141,15 +141,33 @@ mod tests {
         let spec = t
             .component("scheduler")
             .expect("topology.yaml has a scheduler");
-        assert!(validate(spec, &t).is_ok());
+        assert!(pushflow_runtime::component::validate::<Scheduler>(spec, &t).is_ok());
         let mut bad = spec.clone();
         bad.inputs.retain(|i| i != "campaign.cancelled");
-        assert_eq!(validate(&bad, &t).err().unwrap().0, "inputs");
+        assert_eq!(
+            pushflow_runtime::component::validate::<Scheduler>(&bad, &t)
+                .err()
+                .unwrap()
+                .field,
+            "inputs"
+        );
         let mut bad = spec.clone();
         bad.outputs.push("campaign.created".into());
-        assert_eq!(validate(&bad, &t).err().unwrap().0, "outputs");
+        assert_eq!(
+            pushflow_runtime::component::validate::<Scheduler>(&bad, &t)
+                .err()
+                .unwrap()
+                .field,
+            "outputs"
+        );
         let mut bad = spec.clone();
         bad.settings = serde_yaml::from_str("max_sleep: forever").unwrap();
-        assert_eq!(validate(&bad, &t).err().unwrap().0, "settings.max_sleep");
+        assert_eq!(
+            pushflow_runtime::component::validate::<Scheduler>(&bad, &t)
+                .err()
+                .unwrap()
+                .field,
+            "settings.max_sleep"
+        );
     }
 }

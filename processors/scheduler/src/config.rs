@@ -1,5 +1,6 @@
 //! What `topology.yaml` says about a `scheduler` component (`settings:`).
 
+use pushflow_runtime::component::ConfigError;
 use pushflow_runtime::topology::parse_duration;
 use serde::Deserialize;
 use std::time::Duration;
@@ -77,39 +78,25 @@ pub struct Validated {
 }
 
 impl SchedulerSettings {
-    /// Checks every field; the error is (field, message).
-    pub fn validate(&self) -> Result<Validated, (String, String)> {
-        let d =
-            |field: &str, v: &str| parse_duration(v).map_err(|m| (format!("settings.{field}"), m));
+    /// Checks every field; the error names the field.
+    pub fn validate(&self) -> Result<Validated, ConfigError> {
+        let d = |field: &str, v: &str| {
+            parse_duration(v).map_err(|m| ConfigError::new(format!("settings.{field}"), m))
+        };
         let max_sleep = d("max_sleep", &self.max_sleep)?;
         if max_sleep < Duration::from_millis(10) || max_sleep > Duration::from_secs(60) {
-            return Err((
-                "settings.max_sleep".into(),
+            return Err(ConfigError::new(
+                "settings.max_sleep",
                 format!("{:?} must be between 10ms and 60s", self.max_sleep),
             ));
         }
         if !(1..=10_000).contains(&self.max_launches) {
-            return Err((
-                "settings.max_launches".into(),
+            return Err(ConfigError::new(
+                "settings.max_launches",
                 format!("{}: must be between 1 and 10000", self.max_launches),
             ));
         }
-        let valid_schema = !self.schema.is_empty()
-            && self.schema.len() <= 48
-            && self
-                .schema
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-            && !self.schema.starts_with(|c: char| c.is_ascii_digit());
-        if !valid_schema {
-            return Err((
-                "settings.schema".into(),
-                format!(
-                    "{:?} is not a plain Postgres identifier (lowercase letters, digits, _)",
-                    self.schema
-                ),
-            ));
-        }
+        pushflow_runtime::postgres::check_schema_name("settings.schema", &self.schema)?;
         Ok(Validated {
             schema: self.schema.clone(),
             max_sleep,
@@ -136,13 +123,13 @@ mod tests {
         assert_eq!(v.catch_up_timeout, Duration::from_secs(10));
         assert!(serde_yaml::from_str::<SchedulerSettings>("max_slep: 1s").is_err());
         let bad: SchedulerSettings = serde_yaml::from_str("max_sleep: 2m").unwrap();
-        assert_eq!(bad.validate().unwrap_err().0, "settings.max_sleep");
+        assert_eq!(bad.validate().unwrap_err().field, "settings.max_sleep");
         let bad: SchedulerSettings = serde_yaml::from_str("late_after: soon").unwrap();
-        assert_eq!(bad.validate().unwrap_err().0, "settings.late_after");
+        assert_eq!(bad.validate().unwrap_err().field, "settings.late_after");
         let bad: SchedulerSettings = serde_yaml::from_str("schema: Sched-1").unwrap();
-        assert_eq!(bad.validate().unwrap_err().0, "settings.schema");
+        assert_eq!(bad.validate().unwrap_err().field, "settings.schema");
         let bad: SchedulerSettings = serde_yaml::from_str("max_launches: 0").unwrap();
-        assert_eq!(bad.validate().unwrap_err().0, "settings.max_launches");
+        assert_eq!(bad.validate().unwrap_err().field, "settings.max_launches");
         assert_eq!(
             SchedulerSettings::default().validate().unwrap().max_sleep,
             Duration::from_secs(1)

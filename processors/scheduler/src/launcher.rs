@@ -16,6 +16,7 @@
 use pushflow_runtime::codec::Codec;
 use pushflow_runtime::kafka::outbox::{Absent, Outbox, Outgoing, Part, Tail};
 use pushflow_runtime::kafka::{DeadLetters, Record};
+use pushflow_runtime::postgres::pg;
 use pushflow_runtime::CancellationToken;
 use pushflow_schemas::{now_millis, CampaignCancelled, CampaignLaunched, CampaignScheduled, Event};
 use std::collections::{BTreeMap, HashMap};
@@ -407,10 +408,7 @@ impl Active<'_> {
             .client
             .transaction()
             .await
-            .map_err(|source| SchedulerError::Postgres {
-                context: "begin a batch".into(),
-                source,
-            })?;
+            .map_err(pg("begin a batch"))?;
         let mut keys: Vec<CampaignKey> = inputs.iter().map(|(k, _)| k.clone()).collect();
         keys.sort();
         keys.dedup();
@@ -433,12 +431,7 @@ impl Active<'_> {
         let rows: Vec<(CampaignKey, Schedule)> = changed.into_iter().collect();
         store::save_rows(&tx, &schema, &rows).await?;
         store::save_offsets(&tx, &schema, &offsets).await?;
-        tx.commit()
-            .await
-            .map_err(|source| SchedulerError::Postgres {
-                context: "commit a batch".into(),
-                source,
-            })?;
+        tx.commit().await.map_err(pg("commit a batch"))?;
         self.report(&applied, batch.len(), started);
         Ok(())
     }
@@ -489,10 +482,6 @@ impl Active<'_> {
     /// transaction. Returns how many were launched.
     async fn fire(&mut self) -> Result<usize, SchedulerError> {
         let s = &self.opts.settings;
-        let pg = |context: &str| {
-            let context = context.to_string();
-            move |source| SchedulerError::Postgres { context, source }
-        };
         let tx = self
             .client
             .transaction()

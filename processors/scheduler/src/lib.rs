@@ -67,24 +67,20 @@ pub mod launcher;
 pub mod schedule;
 pub mod store;
 
-pub use component::{validate, Scheduler};
+pub use component::Scheduler;
 pub use config::SchedulerSettings;
 pub use launcher::Topics;
 
 use pushflow_runtime::codec::CodecError;
+use pushflow_runtime::postgres::PgError;
 use pushflow_runtime::RuntimeError;
 
 /// Errors of the scheduler. Each knows whether retrying can help.
 #[derive(Debug, thiserror::Error)]
 pub enum SchedulerError {
-    /// Postgres failed or refused.
-    #[error("postgres: {context}: {source}")]
-    Postgres {
-        /// What was being done.
-        context: String,
-        /// The driver's error.
-        source: tokio_postgres::Error,
-    },
+    /// Postgres failed or refused (what was being done, and why).
+    #[error(transparent)]
+    Postgres(#[from] PgError),
     /// Kafka or the topology failed.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
@@ -99,13 +95,11 @@ pub enum SchedulerError {
 
 impl SchedulerError {
     /// Whether trying again later could succeed. Postgres errors are,
-    /// except those of a wrong statement or schema (class 42) or data (22).
+    /// except those of a wrong statement or schema or of data
+    /// ([`PgError::is_retryable`]).
     pub fn is_retryable(&self) -> bool {
         match self {
-            SchedulerError::Postgres { source, .. } => match source.code() {
-                Some(code) => !(code.code().starts_with("42") || code.code().starts_with("22")),
-                None => true,
-            },
+            SchedulerError::Postgres(e) => e.is_retryable(),
             SchedulerError::Runtime(e) => e.is_retryable(),
             SchedulerError::Codec(e) => e.is_retryable(),
             SchedulerError::BadRecord(_) => false,

@@ -12,31 +12,21 @@
 //!   in the same transaction as the rows those records changed.
 //! - `migrations(version)`.
 
-use pushflow_runtime::postgres::Migration;
+use pushflow_runtime::kafka::outbox::Part;
+use pushflow_runtime::kafka::PartitionKey;
+use pushflow_runtime::postgres::{pg, Migration, OffsetsTable, StoredPosition};
 use std::collections::HashMap;
 use tokio_postgres::{Client, Transaction};
 
 use crate::schedule::{CampaignKey, Launch, Schedule, State};
 use crate::SchedulerError;
 
-fn pg(context: &str) -> impl FnOnce(tokio_postgres::Error) -> SchedulerError + '_ {
-    move |source| SchedulerError::Postgres {
-        context: context.to_string(),
-        source,
-    }
-}
+pub use pushflow_runtime::postgres::connect;
 
-/// Connects to `url`, creating the database first if it does not exist.
-pub async fn connect(url: &str) -> Result<Client, SchedulerError> {
-    pushflow_runtime::postgres::connect(url)
-        .await
-        .map_err(pg("connect"))
-}
-
-fn migrations(s: &str) -> Vec<(i32, String)> {
-    vec![(
-        1,
-        format!(
+fn migrations(s: &str) -> Vec<Migration> {
+    vec![Migration {
+        version: 1,
+        sql: format!(
             "CREATE TABLE {s}.schedules (
                 store_id text NOT NULL, campaign_id text NOT NULL,
                 state text NOT NULL CHECK (state IN ('pending', 'cancelled', 'launched')),
@@ -50,18 +40,14 @@ fn migrations(s: &str) -> Vec<(i32, String)> {
                 next_offset bigint NOT NULL, updated_at timestamptz NOT NULL DEFAULT now(),
                 PRIMARY KEY (topic, partition));"
         ),
-    )]
+    }]
 }
 
 /// Creates the schema and applies missing migrations, under an advisory
 /// lock so that two instances starting at once apply each exactly once
 /// ([`pushflow_runtime::postgres::migrate`]).
 pub async fn migrate(client: &mut Client, schema: &str) -> Result<(), SchedulerError> {
-    let all: Vec<Migration> = migrations(schema)
-        .into_iter()
-        .map(|(version, sql)| Migration { version, sql })
-        .collect();
-    pushflow_runtime::postgres::migrate(client, schema, &all)
+    pushflow_runtime::postgres::migrate(client, schema, &migrations(schema))
         .await
         .map_err(pg("apply the scheduler migrations"))?;
     Ok(())
@@ -81,21 +67,16 @@ pub async fn try_lead(client: &Client, schema: &str) -> Result<bool, SchedulerEr
     Ok(row.get(0))
 }
 
-/// The stored next offsets of the input topics.
+/// The stored next offsets of the input topics (keyed as the outbox's
+/// [`Tail`](pushflow_runtime::kafka::outbox::Tail) reads them).
 pub async fn load_offsets(
     client: &Client,
     schema: &str,
-) -> Result<HashMap<(String, i32), i64>, SchedulerError> {
-    let rows = client
-        .query(
-            &format!("SELECT topic, partition, next_offset FROM {schema}.offsets"),
-            &[],
-        )
-        .await
-        .map_err(pg("load stored offsets"))?;
-    Ok(rows
-        .iter()
-        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+) -> Result<HashMap<Part, i64>, SchedulerError> {
+    let stored = OffsetsTable::new(schema).load_all(client).await?;
+    Ok(stored
+        .into_iter()
+        .map(|(p, s)| ((p.topic, p.partition), s.next_offset))
         .collect())
 }
 
@@ -103,25 +84,20 @@ pub async fn load_offsets(
 pub async fn save_offsets(
     tx: &Transaction<'_>,
     schema: &str,
-    offsets: &HashMap<(String, i32), i64>,
+    offsets: &HashMap<Part, i64>,
 ) -> Result<(), SchedulerError> {
-    if offsets.is_empty() {
-        return Ok(());
-    }
-    let topics: Vec<&str> = offsets.keys().map(|k| k.0.as_str()).collect();
-    let parts: Vec<i32> = offsets.keys().map(|k| k.1).collect();
-    let next: Vec<i64> = offsets.values().copied().collect();
-    tx.execute(
-        &format!(
-            "INSERT INTO {schema}.offsets AS o (topic, partition, next_offset)
-             SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[])
-             ON CONFLICT (topic, partition) DO UPDATE
-               SET next_offset = GREATEST(o.next_offset, excluded.next_offset), updated_at = now()"
-        ),
-        &[&topics, &parts, &next],
-    )
-    .await
-    .map_err(pg("store offsets"))?;
+    let keys: Vec<(PartitionKey, StoredPosition)> = offsets
+        .iter()
+        .map(|(part, next)| {
+            let stored = StoredPosition {
+                next_offset: *next,
+                watermark_ms: None,
+            };
+            (PartitionKey::from(part), stored)
+        })
+        .collect();
+    let positions = keys.iter().map(|(p, s)| (p, *s));
+    OffsetsTable::new(schema).save(tx, positions).await?;
     Ok(())
 }
 

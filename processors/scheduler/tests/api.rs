@@ -30,7 +30,7 @@ async fn ingest(env: &Env, stop: CancellationToken) -> String {
     let brokers = pushflow_testkit::brokers();
     let deps = pushflow_ingest::Deps {
         producer: Producer::new(&brokers, &BTreeMap::new(), cfg.produce_timeout).unwrap(),
-        codec: Arc::new(Codec::for_registry(&env.registry).unwrap()),
+        codec: Arc::new(Codec::for_registry(&env.services.registry).unwrap()),
         ping_keys: PingKeys::parse("k1:0123456789abcdef-test").unwrap(),
         topic_prefix: env.prefix.clone(),
         batches: Arc::new(pushflow_ingest::batches::Batches::new(

@@ -11,9 +11,10 @@ mod common;
 use common::{key, Env, Launched};
 use pushflow_scheduler::schedule::{launch_event_id, CampaignKey, State};
 use pushflow_schemas::now_millis;
+use pushflow_testkit::crash::{child_settings, ChildTest, CrashChild};
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,15 +25,9 @@ const CHILD_ENV: &str = "PUSHFLOW_SCHEDULER_CRASH_CHILD";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "run by the crash tests as a child process"]
 async fn crash_child_runs_scheduler() {
-    let Ok(cfg) = std::env::var(CHILD_ENV) else {
+    let Some(cfg) = child_settings::<serde_json::Value>(CHILD_ENV) else {
         return;
     };
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("info,rdkafka=warn"))
-        .with_ansi(false)
-        .with_writer(std::io::stderr)
-        .try_init();
-    let cfg: serde_json::Value = serde_json::from_str(&cfg).unwrap();
     let s = |k: &str| cfg[k].as_str().unwrap().to_string();
     let health = pushflow_runtime::http::Health::default();
     let listener = pushflow_runtime::http::bind(&format!("127.0.0.1:{}", cfg["admin_port"]))
@@ -60,7 +55,7 @@ async fn crash_child_runs_scheduler() {
 /// A child scheduler; killed (SIGKILL) when dropped. Its stderr is echoed
 /// and kept.
 struct Child9 {
-    child: Option<Child>,
+    child: CrashChild,
     log: Arc<Mutex<Vec<String>>>,
     admin_port: u16,
 }
@@ -70,28 +65,20 @@ impl Child9 {
         let admin_port = pushflow_testkit::free_port();
         let cfg = serde_json::json!({
             "prefix": env.prefix,
-            "registry": env.registry,
-            "database_url": env.database_url,
+            "registry": env.services.registry,
+            "database_url": env.services.database_url,
             "group": env.group,
             "admin_port": admin_port,
         });
-        let mut cmd = Command::new(std::env::current_exe().unwrap());
-        cmd.args([
-            "--exact",
-            "crash_child_runs_scheduler",
-            "--nocapture",
-            "--include-ignored",
-        ])
-        .env(CHILD_ENV, cfg.to_string())
-        .env_remove("PUSHFLOW_FAILPOINT")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        let mut test = ChildTest::new("crash_child_runs_scheduler").settings(CHILD_ENV, &cfg);
+        let cmd = test.command();
+        cmd.env_remove("PUSHFLOW_FAILPOINT").stderr(Stdio::piped());
         if let Some(f) = failpoint {
             cmd.env("PUSHFLOW_FAILPOINT", f);
         }
-        let mut child = cmd.spawn().expect("re-exec the test binary");
+        let mut child = test.spawn();
         let log = Arc::new(Mutex::new(Vec::new()));
-        let (stderr, sink) = (child.stderr.take().unwrap(), log.clone());
+        let (stderr, sink) = (child.take_stderr().unwrap(), log.clone());
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("[child] {line}");
@@ -99,32 +86,23 @@ impl Child9 {
             }
         });
         Child9 {
-            child: Some(child),
+            child,
             log,
             admin_port,
         }
     }
 
     fn kill(&mut self) {
-        pushflow_testkit::kill(&mut self.child);
+        self.child.kill();
     }
 
     /// Waits until the child exits on its own (a failpoint aborted it).
-    fn wait_exit(&mut self, within: Duration) {
-        let deadline = Instant::now() + within;
-        let c = self.child.as_mut().unwrap();
-        loop {
-            if let Some(status) = c.try_wait().unwrap() {
-                assert!(!status.success(), "the child exited cleanly: {status}");
-                self.child = None;
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the failpoint did not stop the child"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+    async fn wait_exit(&mut self, within: Duration) {
+        let status = self
+            .child
+            .wait_exit(within, "the failpoint did not stop the child")
+            .await;
+        assert!(!status.success(), "the child exited cleanly: {status}");
     }
 
     fn logged(&self, needle: &str) -> Vec<String> {
@@ -135,12 +113,6 @@ impl Child9 {
             .filter(|l| l.contains(needle))
             .cloned()
             .collect()
-    }
-}
-
-impl Drop for Child9 {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
@@ -262,7 +234,7 @@ async fn crash_between_kafka_commit_and_postgres_update_launches_once() {
     let env = Env::new().await;
     let mut child = Child9::spawn(&env, Some("scheduler.after_commit"));
     let want = schedule_many(&env, 50, now_millis() + 1500).await;
-    child.wait_exit(Duration::from_secs(40));
+    child.wait_exit(Duration::from_secs(40)).await;
     // The launches are committed on the topic, the rows still pending.
     let launches = env.launches_by_key().await;
     assert_eq!(launches.len(), 50, "the round committed before the abort");
@@ -292,7 +264,7 @@ async fn crash_before_the_kafka_commit_launches_once() {
     let env = Env::new().await;
     let mut child = Child9::spawn(&env, Some("scheduler.before_commit"));
     let want = schedule_many(&env, 50, now_millis() + 1500).await;
-    child.wait_exit(Duration::from_secs(40));
+    child.wait_exit(Duration::from_secs(40)).await;
     // Its transaction is open (not committed): nothing to read yet, the
     // rows pending. The restart fences it, aborting it, and fires again
     // with the same event ids.

@@ -119,7 +119,8 @@ async fn bad_records_go_to_the_dead_letter_topic_and_the_rest_goes_on() {
     let env = Env::new().await;
     let stop = pushflow_runtime::CancellationToken::new();
     let task = tokio::spawn(env.scheduler().run_until(stop.clone(), None));
-    env.producer
+    env.services
+        .producer
         .send(&env.topics.scheduled, Some(b"x"), b"not avro", &[])
         .await
         .unwrap();
@@ -140,10 +141,11 @@ async fn bad_records_go_to_the_dead_letter_topic_and_the_rest_goes_on() {
     let reasons: Vec<String> = dead
         .iter()
         .map(|d| {
-            let h =
-                d.3.iter()
-                    .find(|(k, _)| k == "pushflow.dlq.error")
-                    .expect("reason header");
+            let h = d
+                .headers
+                .iter()
+                .find(|(k, _)| k == "pushflow.dlq.error")
+                .expect("reason header");
             String::from_utf8_lossy(&h.1).to_string()
         })
         .collect();

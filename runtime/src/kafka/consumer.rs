@@ -9,7 +9,10 @@
 //!
 //! Partition assignments and revocations reach the handler before the next
 //! batch; records of revoked partitions still in hand are dropped (their new
-//! owner reads them from the last commit). A handler that keeps its own
+//! owner reads them from the last commit). A record is handed once per
+//! assignment: when a partition is revoked and assigned back to the same
+//! member, librdkafka fetches it again from its committed offset, and the
+//! second copies of records handled meanwhile are dropped. A handler that keeps its own
 //! offsets (the aggregate keeps them in Postgres) returns seek positions from
 //! [`Handler::assigned`].
 //!
@@ -176,24 +179,45 @@ impl ConsumerContext for LoopContext {
     }
 }
 
-fn to_record<M: Message>(m: &M) -> Record {
-    let headers = m
-        .headers()
-        .map(|hs| {
-            hs.iter()
-                .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
-                .collect()
-        })
-        .unwrap_or_default();
-    Record {
-        topic: m.topic().to_string(),
-        partition: m.partition(),
-        offset: m.offset(),
-        key: m.key().map(<[u8]>::to_vec),
-        payload: m.payload().map(<[u8]>::to_vec),
-        timestamp_ms: m.timestamp().to_millis(),
-        headers,
+impl Record {
+    /// An owned copy of a message as received from rdkafka.
+    pub fn from_message<M: Message>(m: &M) -> Record {
+        let headers = m
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Record {
+            topic: m.topic().to_string(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().map(<[u8]>::to_vec),
+            timestamp_ms: m.timestamp().to_millis(),
+            headers,
+        }
     }
+}
+
+/// Per record of `batch`: false for one below its partition's `handed`
+/// offset or repeating a record earlier in `batch`.
+fn not_yet_handed(handed: &HashMap<(String, i32), i64>, batch: &[Record]) -> Vec<bool> {
+    let mut seen: HashMap<(&str, i32), Vec<i64>> = HashMap::new();
+    batch
+        .iter()
+        .map(|r| {
+            let done = handed
+                .get(&(r.topic.clone(), r.partition))
+                .is_some_and(|next| r.offset < *next);
+            let offsets = seen.entry((r.topic.as_str(), r.partition)).or_default();
+            let again = offsets.contains(&r.offset);
+            offsets.push(r.offset);
+            !(done || again)
+        })
+        .collect()
 }
 
 struct Loop<'a> {
@@ -208,6 +232,13 @@ struct Loop<'a> {
     seeks: HashMap<(String, i32), (i64, bool)>,
     /// Wait before handing an aborted transaction's batch again.
     backoff: Duration,
+    /// Per owned partition: the offset after the last record handled
+    /// (and, in a transaction, committed) since it was assigned. A record
+    /// below it is a second copy: librdkafka fetches a partition revoked
+    /// and assigned again to this member from its committed offset, while a
+    /// copy fetched before the revocation may still be handed and
+    /// committed; the refetched copy is dropped ([`Self::skip_handed`]).
+    handed: HashMap<(String, i32), i64>,
 }
 
 impl Loop<'_> {
@@ -232,6 +263,7 @@ impl Loop<'_> {
                         self.owned.remove(p);
                         self.pending.remove(p);
                         self.seeks.remove(p);
+                        self.handed.remove(p);
                     }
                     handler.revoked(&parts).await?;
                 }
@@ -258,6 +290,30 @@ impl Loop<'_> {
                 Err(e) => {
                     tracing::debug!(topic = %topic, partition, offset, error = %e, "seek not possible yet; trying again")
                 }
+            }
+        }
+    }
+
+    /// Drops records already handled: below [`Self::handed`], or a second
+    /// copy of a record earlier in the same batch.
+    fn skip_handed(&self, batch: &mut Vec<Record>) {
+        let keep = not_yet_handed(&self.handed, batch);
+        let dropped = keep.iter().filter(|k| !**k).count();
+        if dropped > 0 {
+            tracing::info!(component = %self.settings.component, dropped,
+                "dropped second copies of records already handled (refetched after a partition came back)");
+            let mut k = keep.into_iter();
+            batch.retain(|_| k.next().unwrap_or(true));
+        }
+    }
+
+    /// Marks `batch` handled (see [`Self::handed`]).
+    fn mark_handed(&mut self, batch: &[Record]) {
+        for r in batch {
+            let key = (r.topic.clone(), r.partition);
+            if self.owned.contains_key(&key) {
+                let e = self.handed.entry(key).or_insert(r.offset + 1);
+                *e = (*e).max(r.offset + 1);
             }
         }
     }
@@ -338,7 +394,7 @@ impl Loop<'_> {
             _ = tokio::time::sleep(self.settings.tick) => return Some(batch),
         };
         match first {
-            Ok(m) => batch.push(to_record(&m)),
+            Ok(m) => batch.push(Record::from_message(&m)),
             Err(e) => {
                 tracing::warn!(component = %self.settings.component, error = %e, "consume error");
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -352,7 +408,7 @@ impl Loop<'_> {
                 break;
             }
             match tokio::time::timeout(left, self.consumer.recv()).await {
-                Ok(Ok(m)) => batch.push(to_record(&m)),
+                Ok(Ok(m)) => batch.push(Record::from_message(&m)),
                 Ok(Err(e)) => {
                     tracing::warn!(component = %self.settings.component, error = %e, "consume error");
                     break;
@@ -424,6 +480,7 @@ async fn run<H: Handler>(
         pending: HashMap::new(),
         seeks: HashMap::new(),
         backoff: Duration::from_millis(100),
+        handed: HashMap::new(),
     };
     let component = settings.component.clone();
     let mut last_tick = Instant::now();
@@ -431,6 +488,7 @@ async fn run<H: Handler>(
         lp.apply_events(handler).await?;
         batch.retain(|r| lp.owned.contains_key(&(r.topic.clone(), r.partition)));
         lp.skip_sought(&mut batch);
+        lp.skip_handed(&mut batch);
         lp.seek_pending();
         if !batch.is_empty() {
             let started = Instant::now();
@@ -439,10 +497,11 @@ async fn run<H: Handler>(
                 None => {
                     let durable =
                         process_with_retry(handler, &batch, &shutdown, &component).await?;
+                    let handled = durable.is_some();
                     if let Some(d) = durable {
                         lp.note(d, &batch);
                     }
-                    true
+                    handled
                 }
                 Some(p) => {
                     lp.transact(p, handler, Step::Batch(&batch), &shutdown)
@@ -450,6 +509,7 @@ async fn run<H: Handler>(
                 }
             };
             if done {
+                lp.mark_handed(&batch);
                 metrics::counter!("pushflow_records_in_total", "component" => component.clone())
                     .increment(n);
                 metrics::histogram!("pushflow_batch_duration_seconds", "component" => component.clone())
@@ -601,7 +661,7 @@ async fn process_with_retry<H: Handler>(
             Ok(d) => return Ok(Some(d)),
             Err(e) if e.is_retryable() => {
                 metrics::counter!("pushflow_batch_retries_total", "component" => component.to_string()).increment(1);
-                tracing::error!(component, error = %e, backoff_ms = backoff.as_millis() as u64, "batch failed; retrying");
+                tracing::warn!(component, error = %e, backoff_ms = backoff.as_millis() as u64, "batch failed; retrying");
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(None),
                     _ = tokio::time::sleep(backoff) => {},
@@ -610,5 +670,41 @@ async fn process_with_retry<H: Handler>(
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(partition: i32, offset: i64) -> Record {
+        Record {
+            topic: "t".into(),
+            partition,
+            offset,
+            key: None,
+            payload: None,
+            timestamp_ms: None,
+            headers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn records_already_handed_or_repeated_in_a_batch_are_dropped() {
+        // Partition 0 handled up to offset 5 (a copy of 4 refetched after
+        // the partition came back); partition 1 not yet.
+        let handed = HashMap::from([(("t".to_string(), 0), 5)]);
+        let batch = [
+            rec(0, 4),
+            rec(0, 5),
+            rec(1, 4),
+            rec(0, 5),
+            rec(1, 4),
+            rec(1, 5),
+        ];
+        assert_eq!(
+            not_yet_handed(&handed, &batch),
+            vec![false, true, true, false, false, true]
+        );
     }
 }

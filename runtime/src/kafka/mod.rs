@@ -5,6 +5,7 @@ pub mod admin;
 pub mod consumer;
 pub mod dlq;
 pub mod outbox;
+pub mod positions;
 pub mod producer;
 pub mod rate;
 
@@ -15,6 +16,7 @@ pub use consumer::{
     run_consumer, run_consumer_transactional, ConsumerSettings, Durable, Handler, Position, Record,
 };
 pub use dlq::DeadLetters;
+pub use positions::{PartitionKey, RunOptions, StartAt, StopAt};
 pub use producer::{instance_id, Delivery, Producer};
 
 /// A client config for `brokers` with the topology's pass-through map

@@ -21,7 +21,6 @@
 //! callers elect it, e.g. with a Postgres advisory lock.
 
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
-use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -178,26 +177,6 @@ pub struct Tail {
     /// the last record handed out + 1, or the consumer's position, which
     /// also moves past transaction markers and aborted records).
     read: HashMap<Part, i64>,
-}
-
-fn record_of<M: Message>(m: &M) -> Record {
-    let headers = m
-        .headers()
-        .map(|hs| {
-            hs.iter()
-                .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
-                .collect()
-        })
-        .unwrap_or_default();
-    Record {
-        topic: m.topic().to_string(),
-        partition: m.partition(),
-        offset: m.offset(),
-        key: m.key().map(<[u8]>::to_vec),
-        payload: m.payload().map(<[u8]>::to_vec),
-        timestamp_ms: m.timestamp().to_millis(),
-        headers,
-    }
 }
 
 /// Every partition of `topics` with its (low, high) watermarks. Blocking.
@@ -383,12 +362,12 @@ impl Tail {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 return batch;
             }
-            Ok(Ok(m)) => record_of(&m),
+            Ok(Ok(m)) => Record::from_message(&m),
         };
         batch.push(first);
         while batch.len() < max.max(1) {
             match tokio::time::timeout(Duration::from_millis(10), self.consumer.recv()).await {
-                Ok(Ok(m)) => batch.push(record_of(&m)),
+                Ok(Ok(m)) => batch.push(Record::from_message(&m)),
                 Ok(Err(e)) => {
                     tracing::warn!(topics = ?self.topics, error = %e, "tail: consume error");
                     break;

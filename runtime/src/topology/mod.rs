@@ -227,16 +227,16 @@ pub struct ComponentSpec {
 
 impl ComponentSpec {
     /// Parses `settings:` into a component's settings struct (which denies
-    /// unknown fields); no `settings:` gives its defaults. The error is
-    /// (field, message), serde's message naming the field inside.
+    /// unknown fields); no `settings:` gives its defaults. The error names
+    /// `settings`, serde's message the field inside.
     pub fn settings<T: serde::de::DeserializeOwned + Default>(
         &self,
-    ) -> Result<T, (String, String)> {
+    ) -> Result<T, crate::component::ConfigError> {
         if self.settings.is_null() {
             return Ok(T::default());
         }
         serde_yaml::from_value(self.settings.clone())
-            .map_err(|e| ("settings".to_string(), e.to_string()))
+            .map_err(|e| crate::component::ConfigError::new("settings", e.to_string()))
     }
 
     /// The consumer group this component uses.

@@ -26,9 +26,9 @@
 //! `{"error": "<what to fix>"}`; tables not there yet (their component has
 //! not started) or Postgres down: 503.
 
-use axum::extract::{MatchedPath, Path, Query, Request, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -36,7 +36,6 @@ use chrono::{Datelike, NaiveDate, Utc};
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use crate::config::{DashboardConfig, Window};
 use crate::store::{Campaign, Store};
@@ -140,7 +139,10 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/api/v1/stores/{store}/billing", get(billing))
         .fallback(not_found)
-        .route_layer(middleware::from_fn(track))
+        .route_layer(middleware::from_fn_with_state(
+            "dashboard",
+            pushflow_runtime::http::track_requests,
+        ))
         .with_state(app)
 }
 
@@ -158,23 +160,6 @@ async fn not_found() -> ApiError {
          /api/v1/stores/{store}/subscribers?from=YYYY-MM-DD&to=YYYY-MM-DD, \
          /api/v1/stores/{store}/billing?month=YYYY-MM; the page is GET /",
     )
-}
-
-/// Requests by route and status, and their latency.
-async fn track(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "other".into());
-    let started = Instant::now();
-    let res = next.run(req).await;
-    let status = res.status().as_u16().to_string();
-    metrics::histogram!("pushflow_dashboard_request_duration_seconds", "route" => route.clone())
-        .record(started.elapsed().as_secs_f64());
-    metrics::counter!("pushflow_dashboard_requests_total", "route" => route, "status" => status)
-        .increment(1);
-    res
 }
 
 /// 401 without a known token, 403 when it does not cover `store`.

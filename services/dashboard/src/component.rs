@@ -3,7 +3,7 @@
 //! `settings.addr` (`PUSHFLOW_DASHBOARD_ADDR`).
 
 use async_trait::async_trait;
-use pushflow_runtime::component::{Component, Context};
+use pushflow_runtime::component::{Component, ConfigError, Context, Kind};
 use pushflow_runtime::http::{admin_router, bind, serve};
 use pushflow_runtime::probe::Dependency;
 use pushflow_runtime::topology::{ComponentSpec, Topology};
@@ -27,48 +27,69 @@ impl DashboardComponent {
     }
 }
 
-/// Checks a `dashboard` entry without I/O (settings, tokens, schemas, the
-/// windows against the topology's aggregate) and returns it ready to run,
-/// or (field, message).
-pub fn validate(
-    spec: &ComponentSpec,
-    t: &Topology,
-) -> Result<Box<dyn Component>, (String, String)> {
-    build(spec, t, |k| std::env::var(k).ok())
-        .map(|c| Box::new(c) as Box<dyn Component>)
-        .map_err(|e| match e {
-            DashboardError::Config { field, message } => (format!("settings.{field}"), message),
-            other => ("settings".into(), other.to_string()),
+impl DashboardComponent {
+    /// [`Kind::validate`] with the environment given (tests): parses the
+    /// entry's settings, then checks it.
+    pub fn with_env(
+        spec: &ComponentSpec,
+        t: &Topology,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<DashboardComponent, DashboardError> {
+        DashboardComponent::checked(DashboardSettings::from_yaml(&spec.settings)?, spec, t, env)
+    }
+
+    fn checked(
+        settings: DashboardSettings,
+        spec: &ComponentSpec,
+        t: &Topology,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<DashboardComponent, DashboardError> {
+        let config = settings.validate(&env)?;
+        if !spec.inputs.is_empty() || !spec.outputs.is_empty() {
+            return Err(DashboardError::config(
+                "inputs",
+                "the dashboard reads Postgres only; remove `inputs` and `outputs`",
+            ));
+        }
+        // Offer only windows the aggregate computes (when the topology says).
+        for a in t.components.iter().filter(|c| c.kind == "aggregate") {
+            if let Some(serde_yaml::Value::Sequence(ws)) = a.settings.get("windows") {
+                let sizes: Vec<String> = ws
+                    .iter()
+                    .filter_map(|w| w.get("size").and_then(|s| s.as_str()).map(String::from))
+                    .collect();
+                check_windows(&config, &sizes)?;
+            }
+        }
+        Ok(DashboardComponent {
+            config,
+            database_url: t.services.database_url.clone(),
         })
+    }
 }
 
-/// [`validate`] with the environment given (tests).
-pub fn build(
-    spec: &ComponentSpec,
-    t: &Topology,
-    env: impl Fn(&str) -> Option<String>,
-) -> Result<DashboardComponent, DashboardError> {
-    let config = DashboardSettings::from_yaml(&spec.settings)?.validate(&env)?;
-    if !spec.inputs.is_empty() || !spec.outputs.is_empty() {
-        return Err(DashboardError::config(
-            "inputs",
-            "the dashboard reads Postgres only; remove `inputs` and `outputs`",
-        ));
+/// Checks a `dashboard` entry without I/O (settings, tokens, schemas, the
+/// windows against the topology's aggregate; the variables from the
+/// environment).
+impl Kind for DashboardComponent {
+    const TYPE: &'static str = "dashboard";
+    const SERVES_HTTP: bool = true;
+    type Settings = DashboardSettings;
+
+    fn validate(
+        settings: DashboardSettings,
+        spec: &ComponentSpec,
+        t: &Topology,
+    ) -> Result<DashboardComponent, ConfigError> {
+        DashboardComponent::checked(settings, spec, t, |k| std::env::var(k).ok()).map_err(|e| {
+            match e {
+                DashboardError::Config { field, message } => {
+                    ConfigError::new(format!("settings.{field}"), message)
+                }
+                other => ConfigError::new("settings", other.to_string()),
+            }
+        })
     }
-    // Offer only windows the aggregate computes (when the topology says).
-    for a in t.components.iter().filter(|c| c.kind == "aggregate") {
-        if let Some(serde_yaml::Value::Sequence(ws)) = a.settings.get("windows") {
-            let sizes: Vec<String> = ws
-                .iter()
-                .filter_map(|w| w.get("size").and_then(|s| s.as_str()).map(String::from))
-                .collect();
-            check_windows(&config, &sizes)?;
-        }
-    }
-    Ok(DashboardComponent {
-        config,
-        database_url: t.services.database_url.clone(),
-    })
 }
 
 #[async_trait]
@@ -118,9 +139,9 @@ mod tests {
         };
         let t = topology(&entry(""));
         let spec = t.components.iter().find(|c| c.kind == "dashboard").unwrap();
-        let c = build(spec, &t, |_| None).unwrap();
+        let c = DashboardComponent::with_env(spec, &t, |_| None).unwrap();
         assert_eq!(c.addr(), "127.0.0.1:8082");
-        let c = build(spec, &t, |k| {
+        let c = DashboardComponent::with_env(spec, &t, |k| {
             (k == "PUSHFLOW_DASHBOARD_ADDR").then(|| "127.0.0.1:18082".into())
         })
         .unwrap();
@@ -128,8 +149,10 @@ mod tests {
 
         let t = topology(&entry("      windows: [1h, 5m]\n"));
         let spec = t.components.iter().find(|c| c.kind == "dashboard").unwrap();
-        let (field, msg) = validate(spec, &t).err().unwrap();
-        assert_eq!(field, "settings.windows[1]");
-        assert!(msg.contains("1m, 1h"), "{msg}");
+        let e = pushflow_runtime::component::validate::<DashboardComponent>(spec, &t)
+            .err()
+            .unwrap();
+        assert_eq!(e.field, "settings.windows[1]");
+        assert!(e.message.contains("1m, 1h"), "{e}");
     }
 }

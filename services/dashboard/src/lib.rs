@@ -19,13 +19,12 @@
 
 pub mod api;
 pub mod chart;
-pub mod cli;
 pub mod component;
 pub mod config;
 mod error;
 pub mod page;
 pub mod store;
 
-pub use component::{validate, DashboardComponent};
+pub use component::DashboardComponent;
 pub use config::{DashboardConfig, DashboardSettings};
 pub use error::DashboardError;

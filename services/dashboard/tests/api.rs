@@ -18,13 +18,11 @@
 //! - `serves_the_page_and_svg_charts`: `/`, its assets, the charts.
 //! - the end-to-end test on the real pipeline is `cli/tests/dashboard.rs`.
 
-use pushflow_dashboard::component::build;
-use pushflow_runtime::component::{Component, Context};
-use pushflow_runtime::http::Health;
+use pushflow_dashboard::DashboardComponent;
 use pushflow_runtime::topology::ComponentSpec;
 use pushflow_runtime::CancellationToken;
+use pushflow_testkit::http::{chart_series, ok_body};
 use serde_json::{json, Value};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const DEV: &str = "pushflow-dev-token";
@@ -136,18 +134,11 @@ impl Dashboard {
             "name: dashboard\ntype: dashboard\nsettings:\n  addr: 127.0.0.1:{port}\n  refresh_interval: 1s\n  max_days: 40\n"
         ))
         .unwrap();
-        let component = build(&spec, &topology, |k| {
+        let component = DashboardComponent::with_env(&spec, &topology, |k| {
             (k == "PUSHFLOW_DASHBOARD_TOKENS").then(|| format!("dev:{DEV}; shop:{SHOP_S2}:s2"))
         })
         .expect("the dashboard validates");
-        let shutdown = CancellationToken::new();
-        let ctx = Context {
-            topology: Arc::new(topology),
-            spec,
-            shutdown: shutdown.clone(),
-            health: Health::default(),
-        };
-        tokio::spawn(async move { Box::new(component).run(ctx).await });
+        let (shutdown, _) = pushflow_testkit::run_component(component, spec, topology);
         let d = Dashboard {
             url: format!("http://127.0.0.1:{port}"),
             http: reqwest::Client::builder()
@@ -202,29 +193,11 @@ impl Dashboard {
 async fn database_with(sql: &[&str]) -> String {
     let (name, url) = pushflow_testkit::fresh_database("dashboard_api");
     pushflow_testkit::create_database(&name).await;
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let client = pushflow_testkit::connect(&url).await;
     for s in sql {
         client.batch_execute(s).await.unwrap();
     }
     url
-}
-
-fn series(c: &Value) -> Vec<(String, i64, i64)> {
-    c["series"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p["start"].as_str().unwrap().to_string(),
-                p["delivered"].as_i64().unwrap(),
-                p["clicked"].as_i64().unwrap(),
-            )
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -292,7 +265,7 @@ async fn answers_each_call_from_the_tables() {
     );
     assert_eq!(minutes["window"], "1m");
     assert_eq!(
-        series(&minutes),
+        chart_series(&minutes),
         [
             ("2026-03-01T10:00:00Z".to_string(), 30, 3),
             ("2026-03-01T10:01:00Z".to_string(), 9, 1),
@@ -559,35 +532,14 @@ async fn serves_the_page_and_svg_charts() {
         ("dashboard.js", "text/javascript"),
         ("dashboard.css", "text/css"),
     ] {
-        let r = d
-            .http
-            .get(format!("{}/assets/{asset}", d.url))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "{asset}");
-        assert!(r.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with(kind));
+        ok_body(d.http.get(format!("{}/assets/{asset}", d.url)), kind).await;
     }
 
-    let r = d
-        .http
-        .get(format!(
-            "{}/api/v1/stores/s1/campaigns/c-old/chart.svg?window=1m&width=390",
-            d.url
-        ))
-        .bearer_auth(DEV)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert!(r.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("image/svg+xml"));
-    let svg = r.text().await.unwrap();
+    let chart = d.http.get(format!(
+        "{}/api/v1/stores/s1/campaigns/c-old/chart.svg?window=1m&width=390",
+        d.url
+    ));
+    let svg = ok_body(chart.bearer_auth(DEV), "image/svg+xml").await;
     assert!(
         svg.starts_with("<svg") && svg.contains("width=\"390\""),
         "{svg}"

@@ -4,7 +4,7 @@
 
 use apache_avro::types::Value;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Path, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -249,29 +249,12 @@ pub fn router(cfg: IngestConfig, deps: Deps) -> Router {
         .route("/v1/vapid-public-key", get(vapid_key))
         .merge(events)
         .merge(public)
-        .route_layer(middleware::from_fn(track))
+        .route_layer(middleware::from_fn_with_state(
+            "ingest",
+            pushflow_runtime::http::track_requests,
+        ))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
-}
-
-/// Requests by route and status, and their latency.
-async fn track(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "other".into());
-    let started = Instant::now();
-    let res = next.run(req).await;
-    let status = res.status().as_u16();
-    let elapsed = started.elapsed();
-    tracing::debug!(route = %route, status, elapsed_us = elapsed.as_micros() as u64, "request");
-    let status = status.to_string();
-    metrics::histogram!("pushflow_ingest_request_duration_seconds", "route" => route.clone())
-        .record(elapsed.as_secs_f64());
-    metrics::counter!("pushflow_ingest_requests_total", "route" => route, "status" => status)
-        .increment(1);
-    res
 }
 
 async fn rate_limit(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {

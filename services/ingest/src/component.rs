@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use pushflow_runtime::codec::Codec;
-use pushflow_runtime::component::{Component, Context};
+use pushflow_runtime::component::{Component, ConfigError, Context, Kind};
 use pushflow_runtime::http::{admin_router, bind, serve};
 use pushflow_runtime::kafka::Producer;
 use pushflow_runtime::probe::Dependency;
@@ -28,49 +28,67 @@ pub struct IngestComponent {
     registry_url: String,
 }
 
-/// Checks an `ingest` entry without network I/O (settings, tokens, ping
-/// keys, the VAPID key, outputs) and returns it ready to run, or (field,
-/// message).
-pub fn validate(
-    spec: &ComponentSpec,
-    t: &Topology,
-) -> Result<Box<dyn Component>, (String, String)> {
-    build(spec, t, |k| std::env::var(k).ok())
-        .map(|c| Box::new(c) as Box<dyn Component>)
-        .map_err(|e| match e {
-            IngestError::Config { field, message } => (field, message),
-            other => ("settings".into(), other.to_string()),
+impl IngestComponent {
+    /// [`Kind::validate`] with the environment given (tests): parses the
+    /// entry's settings, then checks it.
+    pub fn with_env(
+        spec: &ComponentSpec,
+        t: &Topology,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<IngestComponent, IngestError> {
+        IngestComponent::checked(IngestSettings::from_yaml(&spec.settings)?, spec, t, env)
+    }
+
+    fn checked(
+        settings: IngestSettings,
+        spec: &ComponentSpec,
+        t: &Topology,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<IngestComponent, IngestError> {
+        let config = settings.validate(&env)?;
+        for o in &spec.outputs {
+            if pushflow_schemas::Topic::by_name(o).is_none() {
+                return Err(IngestError::config(
+                    "outputs",
+                    format!("{o:?} is not a topic of the catalogue"),
+                ));
+            }
+        }
+        let ping_keys = match env("PUSHFLOW_PING_KEYS").filter(|s| !s.trim().is_empty()) {
+            Some(s) => PingKeys::parse(&s),
+            None => PingKeys::from_env(),
+        }
+        .map_err(|e| IngestError::config("PUSHFLOW_PING_KEYS", e))?;
+        Ok(IngestComponent {
+            config,
+            ping_keys,
+            addr: t.services.ingest_addr.clone(),
+            brokers: t.services.brokers.clone(),
+            kafka: t.kafka.clone(),
+            registry_url: t.services.registry_url.clone(),
         })
+    }
 }
 
-/// [`validate`] with the environment given (tests).
-pub fn build(
-    spec: &ComponentSpec,
-    t: &Topology,
-    env: impl Fn(&str) -> Option<String>,
-) -> Result<IngestComponent, IngestError> {
-    let config = IngestSettings::from_yaml(&spec.settings)?.validate(&env)?;
-    for o in &spec.outputs {
-        if pushflow_schemas::Topic::by_name(o).is_none() {
-            return Err(IngestError::config(
-                "outputs",
-                format!("{o:?} is not a topic of the catalogue"),
-            ));
-        }
+/// Checks an `ingest` entry without network I/O (settings, tokens, ping
+/// keys, the VAPID key, outputs; the variables from the environment).
+impl Kind for IngestComponent {
+    const TYPE: &'static str = "ingest";
+    const SERVES_HTTP: bool = true;
+    type Settings = IngestSettings;
+
+    fn validate(
+        settings: IngestSettings,
+        spec: &ComponentSpec,
+        t: &Topology,
+    ) -> Result<IngestComponent, ConfigError> {
+        IngestComponent::checked(settings, spec, t, |k| std::env::var(k).ok()).map_err(
+            |e| match e {
+                IngestError::Config { field, message } => ConfigError::new(field, message),
+                other => ConfigError::new("settings", other.to_string()),
+            },
+        )
     }
-    let ping_keys = match env("PUSHFLOW_PING_KEYS").filter(|s| !s.trim().is_empty()) {
-        Some(s) => PingKeys::parse(&s),
-        None => PingKeys::from_env(),
-    }
-    .map_err(|e| IngestError::config("PUSHFLOW_PING_KEYS", e))?;
-    Ok(IngestComponent {
-        config,
-        ping_keys,
-        addr: t.services.ingest_addr.clone(),
-        brokers: t.services.brokers.clone(),
-        kafka: t.kafka.clone(),
-        registry_url: t.services.registry_url.clone(),
-    })
 }
 
 #[async_trait]

@@ -28,7 +28,6 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::{body::Bytes, Json};
-use pushflow_schemas::Topic;
 use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -165,16 +164,16 @@ pub(crate) async fn ping(
     check_json_like(&headers)?;
     let body = body.map_err(|e| ApiError::from_body(e, s.cfg.max_body))?;
     let ping: Ping = parse(&body)?;
-    let topic_name = match ping.kind.as_str() {
-        "delivered" => "notification.delivered",
-        "clicked" => "notification.clicked",
-        other => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("field `type`: {other:?} is not one of delivered, clicked"),
-            ))
-        }
+    let Some(kind) = pushflow_schemas::PingKind::from_name(&ping.kind) else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "field `type`: {:?} is not one of delivered, clicked",
+                ping.kind
+            ),
+        ));
     };
+    let topic_name = kind.topic().name;
     let at = parse_at(ping.at.as_ref())?;
     let claims = s
         .deps
@@ -199,7 +198,7 @@ pub(crate) async fn ping(
             "ping event time taken from ingest's clock"
         );
     }
-    let topic = Topic::by_name(topic_name).expect("catalogue topic");
+    let topic = kind.topic();
     let event_id = pushflow_schemas::new_event_id();
     let value = Value::Record(vec![
         ("event_id".into(), event_id_value(&event_id)),
@@ -292,7 +291,7 @@ pub(crate) async fn subscribe(
     if !is_b64url(&sub.subscription.keys.auth) {
         return Err(bad("subscription.keys.auth", "must be base64url"));
     }
-    let topic = Topic::by_name("subscription.created").expect("catalogue topic");
+    let topic = &pushflow_schemas::catalogue::SUBSCRIPTION_CREATED;
     let id = subscriber_id(ep);
     let event_id = pushflow_schemas::new_event_id();
     let value = Value::Record(vec![

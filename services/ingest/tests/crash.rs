@@ -9,27 +9,29 @@ mod common;
 use common::*;
 use pushflow_runtime::codec::Codec;
 use pushflow_schemas::CampaignLaunched;
+use pushflow_testkit::crash::{child_settings, ChildTest};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+const CHILD_ENV: &str = "INGEST_CRASH_CHILD";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "child process of kill_9_loses_no_acknowledged_record"]
 async fn child_ingest_server() {
-    let Ok(addr_file) = std::env::var("INGEST_CRASH_CHILD") else {
+    let Some(cfg) = child_settings::<Value>(CHILD_ENV) else {
         return;
     };
-    let registry = std::env::var("INGEST_CRASH_REGISTRY").unwrap();
-    let prefix = std::env::var("INGEST_CRASH_PREFIX").unwrap();
+    let arg = |k: &str| cfg[k].as_str().unwrap().to_string();
     let s = start_on(
         &settings_yaml(""),
         &pushflow_testkit::brokers(),
-        &prefix,
-        registry,
+        &arg("prefix"),
+        arg("registry"),
     )
     .await;
-    std::fs::write(&addr_file, &s.url).unwrap();
+    std::fs::write(arg("addr_file"), &s.url).unwrap();
     // Bounded: the parent kills us long before this.
     tokio::time::sleep(Duration::from_secs(60)).await;
 }
@@ -43,19 +45,10 @@ async fn kill_9_loses_no_acknowledged_record() {
     let dir = std::env::temp_dir().join(pushflow_testkit::unique("ingest-crash"));
     std::fs::create_dir_all(&dir).unwrap();
     let addr_file = dir.join("addr");
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_ingest_server",
-            "--nocapture",
-            "--include-ignored",
-        ])
-        .env("INGEST_CRASH_CHILD", &addr_file)
-        .env("INGEST_CRASH_REGISTRY", &registry)
-        .env("INGEST_CRASH_PREFIX", &prefix)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let cfg = json!({"addr_file": addr_file, "registry": registry, "prefix": prefix});
+    let mut child = ChildTest::new("child_ingest_server")
+        .settings(CHILD_ENV, &cfg)
+        .spawn();
     let started = Instant::now();
     let url = loop {
         if let Ok(u) = std::fs::read_to_string(&addr_file) {
@@ -116,8 +109,7 @@ async fn kill_9_loses_no_acknowledged_record() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    child.kill(); // SIGKILL
     for s in senders {
         tokio::time::timeout(Duration::from_secs(30), s)
             .await

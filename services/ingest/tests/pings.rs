@@ -7,6 +7,7 @@ use common::*;
 use pushflow_runtime::codec::Codec;
 use pushflow_runtime::token::{PingClaims, PingKeys};
 use pushflow_schemas::{NotificationClicked, NotificationDelivered, SubscriptionCreated};
+use pushflow_testkit::http::{get_json, get_text, ok_body};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -408,17 +409,11 @@ async fn subscriptions_cors_scripts_and_vapid_key() {
     let r = pre("/v1/events/campaign.created").await.unwrap();
     assert!(r.headers().get("access-control-allow-origin").is_none());
 
-    let r = client()
-        .get(format!("{}/sw.js", s.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert!(r.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("application/javascript"));
-    let js = r.text().await.unwrap();
+    let js = ok_body(
+        client().get(format!("{}/sw.js", s.url)),
+        "application/javascript",
+    )
+    .await;
     assert!(
         js.contains(&format!("'{}'", s.url)),
         "sw.js carries this ingest's origin"
@@ -434,20 +429,12 @@ async fn subscriptions_cors_scripts_and_vapid_key() {
         .unwrap()
         .starts_with("application/javascript"));
     assert!(r.text().await.unwrap().contains("/v1/subscriptions"));
-    let k: Value = client()
-        .get(format!("{}/v1/vapid-public-key", s.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let k = get_json(&client(), &format!("{}/v1/vapid-public-key", s.url)).await;
     assert_eq!(k["public_key"], "BPubKeyForTests");
 }
 
 #[tokio::test]
 async fn the_component_serves_healthz_and_metrics_and_stops_on_shutdown() {
-    use pushflow_runtime::component::{Component, Context};
     let registry = pushflow_testkit::start_registry().await;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -466,15 +453,8 @@ async fn the_component_serves_healthz_and_metrics_and_stops_on_shutdown() {
         .find(|c| c.kind == "ingest")
         .unwrap()
         .clone();
-    let c = pushflow_ingest::component::build(&spec, &t, |_| None).unwrap();
-    let shutdown = pushflow_runtime::CancellationToken::new();
-    let ctx = Context {
-        topology: std::sync::Arc::new(t),
-        spec,
-        shutdown: shutdown.clone(),
-        health: Default::default(),
-    };
-    let running = tokio::spawn(Box::new(c).run(ctx));
+    let c = pushflow_ingest::IngestComponent::with_env(&spec, &t, |_| None).unwrap();
+    let (shutdown, running) = pushflow_testkit::run_component(c, spec, t);
     let url = format!("http://127.0.0.1:{port}");
     let mut ok = false;
     for _ in 0..50 {
@@ -494,14 +474,7 @@ async fn the_component_serves_healthz_and_metrics_and_stops_on_shutdown() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
-    let m = client()
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = get_text(&client(), &format!("{url}/metrics")).await;
     assert!(m.contains("pushflow_ingest_requests_total"), "{m}");
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(10), running)

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use pushflow_runtime::codec::Codec;
-use pushflow_runtime::component::{Component, Context};
+use pushflow_runtime::component::{Component, ConfigError, Context, Kind};
 use pushflow_runtime::http::{admin_router, bind, serve};
 use pushflow_runtime::kafka::Producer;
 use pushflow_runtime::topology::{ComponentSpec, Topology};
@@ -13,23 +13,29 @@ use std::time::Duration;
 
 use crate::{server, Publisher, PushSimSettings, SimState};
 
-struct PushSimComponent {
+/// A validated `push-sim` component.
+pub struct PushSimComponent {
     settings: PushSimSettings,
 }
 
-/// Checks a `push-sim` entry without I/O.
-pub fn validate(
-    spec: &ComponentSpec,
-    _t: &Topology,
-) -> Result<Box<dyn Component>, (String, String)> {
-    let settings: PushSimSettings = spec.settings()?;
-    if settings.addr.parse::<std::net::SocketAddr>().is_err() {
-        return Err((
-            "settings.addr".into(),
-            format!("{:?} is not host:port", settings.addr),
-        ));
+impl Kind for PushSimComponent {
+    const TYPE: &'static str = "push-sim";
+    const SERVES_HTTP: bool = true;
+    type Settings = PushSimSettings;
+
+    fn validate(
+        settings: PushSimSettings,
+        _spec: &ComponentSpec,
+        _t: &Topology,
+    ) -> Result<PushSimComponent, ConfigError> {
+        if settings.addr.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError::new(
+                "settings.addr",
+                format!("{:?} is not host:port", settings.addr),
+            ));
+        }
+        Ok(PushSimComponent { settings })
     }
-    Ok(Box::new(PushSimComponent { settings }))
 }
 
 #[async_trait]

@@ -23,7 +23,9 @@ fn default_addr() -> String {
     "127.0.0.1:8090".into()
 }
 fn default_topic() -> String {
-    "subscription.created".into()
+    pushflow_schemas::catalogue::SUBSCRIPTION_CREATED
+        .name
+        .into()
 }
 
 impl Default for PushSimSettings {

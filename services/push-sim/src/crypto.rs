@@ -224,16 +224,23 @@ pub fn verify_vapid(jwt: &str, key: &str, origin: &str, now: i64) -> Result<Vapi
     Ok(claims)
 }
 
+/// A fresh VAPID key pair: (private raw scalar, public uncompressed point), base64url.
+pub fn vapid_keys() -> (String, String) {
+    use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+    let pair =
+        EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).expect("P-256 key generation");
+    let private = pair.private_key().as_be_bytes().expect("private key bytes");
+    (
+        B64.encode(private.as_ref()),
+        B64.encode(pair.public_key().as_ref()),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
+    use pushflow_testkit::hex;
 
     #[test]
     fn decrypts_the_rfc_8291_example() {

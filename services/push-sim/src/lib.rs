@@ -18,7 +18,6 @@
 //! plus `/healthz` and `/metrics`.
 
 pub mod behaviour;
-pub mod cli;
 pub mod component;
 pub mod config;
 pub mod crypto;
@@ -26,7 +25,7 @@ pub mod server;
 pub mod subscribers;
 
 pub use behaviour::{Behaviour, RandomRule, Rule};
-pub use component::validate;
+pub use component::PushSimComponent;
 pub use config::PushSimSettings;
 pub use server::{Received, SimState};
 pub use subscribers::Publisher;
@@ -82,16 +81,7 @@ impl PushSim {
         behaviour: Behaviour,
         publisher: Option<Publisher>,
     ) -> Result<PushSim, SimError> {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| SimError::Bind {
-                addr: addr.to_string(),
-                message: e.to_string(),
-            })?;
-        let local = listener.local_addr().map_err(|e| SimError::Bind {
-            addr: addr.to_string(),
-            message: e.to_string(),
-        })?;
+        let (listener, local) = listen(addr).await?;
         let state = Arc::new(SimState::new(
             format!("http://{local}"),
             behaviour,
@@ -122,4 +112,18 @@ impl Drop for PushSim {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// Binds `addr` (port 0: any free one) and returns the listener with the
+/// address it got.
+pub async fn listen(
+    addr: &str,
+) -> Result<(tokio::net::TcpListener, std::net::SocketAddr), SimError> {
+    let bind = |e: std::io::Error| SimError::Bind {
+        addr: addr.to_string(),
+        message: e.to_string(),
+    };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(bind)?;
+    let local = listener.local_addr().map_err(bind)?;
+    Ok((listener, local))
 }

@@ -2,7 +2,7 @@
 //! nothing with): accepts and decrypts a valid push, refuses bad VAPID,
 //! answers as told, and records what it received.
 
-use pushflow_push_sim::cli::vapid_keys;
+use pushflow_push_sim::crypto::vapid_keys;
 use pushflow_push_sim::{Behaviour, PushSim, Rule};
 use web_push::{ContentEncoding, SubscriptionInfo, VapidSignatureBuilder, WebPushMessageBuilder};
 

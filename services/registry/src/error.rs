@@ -202,7 +202,11 @@ impl IntoResponse for RegistryError {
     fn into_response(self) -> Response {
         let status = self.status();
         let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
-            tracing::error!(error = %self, retryable = self.is_retryable(), "registry store error");
+            if self.is_retryable() {
+                tracing::warn!(error = %self, "registry store error (the client may retry)");
+            } else {
+                tracing::error!(error = %self, "registry store error");
+            }
             format!("Error in the backend data store: {self}")
         } else {
             self.to_string()

@@ -16,8 +16,9 @@
 //!   level, else global, else BACKWARD), checked with real Avro schema
 //!   resolution; a rejection names the offending field.
 //!
-//! Layout: [`connect`] (in `db`) creates the database and runs the
-//! migrations; `api` holds the HTTP handlers, `store` every SQL statement,
+//! Layout: `config` (its settings) and `component` (its contract as a
+//! component of `pushflow up`); [`connect`] (in `db`) creates the database
+//! and runs the migrations; `api` holds the HTTP handlers, `store` every SQL statement,
 //! `compat` the compatibility rules, `canonical` schema identity, `error`
 //! the error type and Confluent error bodies.
 //!
@@ -34,12 +35,15 @@
 mod api;
 mod canonical;
 mod compat;
+pub mod component;
+pub mod config;
 mod db;
 mod error;
 mod store;
 
 pub use api::CONTENT_TYPE_V1;
 pub use compat::CompatibilityLevel;
+pub use component::RegistryComponent;
 pub use error::RegistryError;
 
 /// Connects to Postgres (creating the database named in the URL if it does

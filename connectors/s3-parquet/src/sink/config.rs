@@ -1,6 +1,7 @@
 //! What `topology.yaml` says about an `s3-parquet` component.
 
 use parquet::basic::{Compression, ZstdLevel};
+use pushflow_runtime::component::ConfigError;
 use pushflow_runtime::topology::{parse_duration, parse_size};
 use serde::Deserialize;
 use std::time::Duration;
@@ -116,8 +117,8 @@ pub struct Settings {
 
 impl SinkConfig {
     /// Checks the values; errors are (field, message).
-    pub fn validate(&self) -> Result<Settings, (String, String)> {
-        let field = |f: &'static str| move |m: String| (format!("settings.{f}"), m);
+    pub fn validate(&self) -> Result<Settings, ConfigError> {
+        let field = |f: &'static str| move |m: String| ConfigError::new(format!("settings.{f}"), m);
         let file_size = parse_size(&self.file_size).map_err(field("file_size"))?;
         let compression = match self.compression.as_str() {
             "zstd" => Compression::ZSTD(ZstdLevel::default()),
@@ -134,9 +135,9 @@ impl SinkConfig {
             || self.max_batch == 0
             || file_size == 0
         {
-            return Err((
-                "settings".into(),
-                "file_size, row_group_size, max_records and max_batch must be above 0".into(),
+            return Err(ConfigError::new(
+                "settings",
+                "file_size, row_group_size, max_records and max_batch must be above 0",
             ));
         }
         let multipart_threshold =
@@ -191,7 +192,7 @@ mod tests {
             compression: "lz5".into(),
             ..SinkConfig::default()
         };
-        assert_eq!(bad.validate().unwrap_err().0, "settings.compression");
+        assert_eq!(bad.validate().unwrap_err().field, "settings.compression");
         assert_eq!(d.multipart_threshold, 16 * 1024 * 1024);
         assert_eq!(d.part_size, 8 * 1024 * 1024);
         let small_parts: SinkConfig =
@@ -205,7 +206,7 @@ mod tests {
         ] {
             let c: SinkConfig = serde_yaml::from_str(&format!("{k}: {v}")).unwrap();
             assert_eq!(
-                c.validate().unwrap_err().0,
+                c.validate().unwrap_err().field,
                 format!("settings.{k}"),
                 "{k}: {v}"
             );

@@ -21,7 +21,7 @@ mod tests;
 
 use async_trait::async_trait;
 use pushflow_runtime::codec::RegistryResolver;
-use pushflow_runtime::component::{Component, Context};
+use pushflow_runtime::component::{Component, ConfigError, Context, Kind};
 use pushflow_runtime::kafka::{run_consumer, ConsumerSettings, DeadLetters, Producer};
 use pushflow_runtime::probe::{Dependency, Probe};
 use pushflow_runtime::topology::{ComponentSpec, Topology};
@@ -73,33 +73,25 @@ impl std::fmt::Debug for S3ParquetSink {
     }
 }
 
-/// Checks the entry without I/O: settings, at least one input, every input
-/// a topic of the topology.
-pub fn validate(
-    spec: &ComponentSpec,
-    topology: &Topology,
-) -> Result<Box<dyn Component>, (String, String)> {
-    Ok(Box::new(S3ParquetSink::validate(spec, topology)?))
-}
-
 impl S3ParquetSink {
-    /// As [`validate`], keeping the concrete type.
-    pub fn validate(
+    /// Checks the entry without I/O: settings, at least one input, every
+    /// input a topic of the topology.
+    fn checked(
+        config: SinkConfig,
         spec: &ComponentSpec,
         topology: &Topology,
-    ) -> Result<S3ParquetSink, (String, String)> {
-        let config: SinkConfig = spec.settings()?;
+    ) -> Result<S3ParquetSink, ConfigError> {
         let settings = config.validate()?;
         if spec.inputs.is_empty() {
-            return Err((
-                "inputs".into(),
-                "list the topics to write to the lake".into(),
+            return Err(ConfigError::new(
+                "inputs",
+                "list the topics to write to the lake",
             ));
         }
         for t in &spec.inputs {
             if topology.topic(t).is_none() {
-                return Err((
-                    "inputs".into(),
+                return Err(ConfigError::new(
+                    "inputs",
                     format!("{t:?} is not a topic of the topology"),
                 ));
             }
@@ -137,6 +129,19 @@ impl S3ParquetSink {
     /// Counters of the running sink.
     pub fn stats(&self) -> Arc<Stats> {
         self.stats.clone()
+    }
+}
+
+impl Kind for S3ParquetSink {
+    const TYPE: &'static str = "s3-parquet";
+    type Settings = SinkConfig;
+
+    fn validate(
+        config: SinkConfig,
+        spec: &ComponentSpec,
+        topology: &Topology,
+    ) -> Result<S3ParquetSink, ConfigError> {
+        S3ParquetSink::checked(config, spec, topology)
     }
 }
 

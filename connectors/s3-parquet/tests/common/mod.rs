@@ -5,8 +5,6 @@
 pub mod proxy;
 
 use pushflow_runtime::codec::Codec;
-use pushflow_runtime::component::{Component, Context};
-use pushflow_runtime::http::Health;
 use pushflow_runtime::topology::ComponentSpec;
 use pushflow_runtime::CancellationToken;
 use pushflow_s3_parquet::sink::{S3ParquetSink, SinkConfig, Stats};
@@ -129,14 +127,7 @@ pub fn start_sink(
     let sink = S3ParquetSink::new(config.validate().unwrap(), topics.to_vec(), lake_url)
         .with_lake_options(lake_options);
     let stats = sink.stats();
-    let shutdown = CancellationToken::new();
-    let ctx = Context {
-        topology: Arc::new(topology),
-        spec,
-        shutdown: shutdown.clone(),
-        health: Health::default(),
-    };
-    let task = tokio::spawn(Box::new(sink).run(ctx));
+    let (shutdown, task) = pushflow_testkit::run_component(sink, spec, topology);
     Running {
         shutdown,
         task,

@@ -3,50 +3,37 @@
 #![allow(dead_code)]
 
 use pushflow_aggregate::config::{AggregateSettings, WindowSetting};
-use pushflow_aggregate::core::Part;
-use pushflow_aggregate::{RunOptions, StartAt};
+use pushflow_aggregate::RunOptions;
 use pushflow_runtime::codec::Codec;
-use pushflow_runtime::kafka::Producer;
 use pushflow_schemas::{NotificationClicked, NotificationDelivered};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
-use std::time::Duration;
+use pushflow_testkit::RunWorld;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A test's world: topics, registry, database.
 #[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct World {
     pub delivered: String,
     pub clicked: String,
-    pub registry: String,
-    pub database_url: String,
-    /// Log end per input partition, from the producer's acknowledgements.
-    pub ends: Vec<(String, i32, i64)>,
+    pub base: RunWorld,
 }
 
 pub const PARTITIONS: i32 = 3;
 
 pub async fn world(prefix: &str) -> World {
-    let registry = pushflow_testkit::start_registry().await;
     let p = pushflow_testkit::unique(prefix);
     let (delivered, clicked) = (
         format!("{p}.notification.delivered"),
         format!("{p}.notification.clicked"),
     );
-    let dlq = (format!("{delivered}.dlq"), format!("{clicked}.dlq"));
-    pushflow_testkit::create_topics(&[
-        (&delivered, PARTITIONS),
-        (&clicked, PARTITIONS),
-        (&dlq.0, 1),
-        (&dlq.1, 1),
+    pushflow_testkit::create_topics_with_dead_letters(&[
+        (delivered.clone(), PARTITIONS),
+        (clicked.clone(), PARTITIONS),
     ])
     .await;
-    let (_, database_url) = pushflow_testkit::fresh_database("aggregate_test");
     World {
         delivered,
         clicked,
-        registry,
-        database_url,
-        ends: Vec::new(),
+        base: RunWorld::start("aggregate_test").await,
     }
 }
 
@@ -102,14 +89,8 @@ pub fn truth(pings: &[P]) -> BTreeMap<(String, String), (i64, i64)> {
 }
 
 pub async fn produce(w: &mut World, pings: &[P]) {
-    let codec = Codec::for_registry(&w.registry).unwrap();
-    let producer = Producer::new(
-        &pushflow_testkit::brokers(),
-        &BTreeMap::new(),
-        Duration::from_secs(30),
-    )
-    .unwrap();
-    let mut sends = Vec::new();
+    let codec = Codec::for_registry(&w.base.registry).unwrap();
+    let mut records = Vec::new();
     for x in pings {
         let (topic, bytes) = if x.clicked {
             (
@@ -140,51 +121,10 @@ pub async fn produce(w: &mut World, pings: &[P]) {
                     .unwrap(),
             )
         };
-        let producer = producer.clone();
-        let (topic, key) = (topic.clone(), x.nid.clone());
-        sends.push(async move {
-            (
-                topic.clone(),
-                producer
-                    .send(&topic, Some(key.as_bytes()), &bytes, &[])
-                    .await
-                    .unwrap(),
-            )
-        });
-        if sends.len() >= 2000 {
-            let done = futures::future::join_all(std::mem::take(&mut sends)).await;
-            w.note(done);
-        }
+        records.push((topic.clone(), x.nid.clone(), bytes));
     }
-    let done = futures::future::join_all(sends).await;
-    w.note(done.into_iter().map(|d| (d.0, d.1)));
-}
-
-impl World {
-    /// Records acknowledged (topic, delivery) pairs as log ends.
-    pub fn note(
-        &mut self,
-        deliveries: impl IntoIterator<Item = (String, pushflow_runtime::kafka::Delivery)>,
-    ) {
-        for (t, d) in deliveries {
-            match self
-                .ends
-                .iter_mut()
-                .find(|e| e.0 == t && e.1 == d.partition)
-            {
-                Some(e) => e.2 = e.2.max(d.offset + 1),
-                None => self.ends.push((t, d.partition, d.offset + 1)),
-            }
-        }
-    }
-}
-
-/// End offsets of every input partition written so far.
-pub fn ends(w: &World) -> HashMap<Part, i64> {
-    w.ends
-        .iter()
-        .map(|(t, p, e)| ((t.clone(), *p), *e))
-        .collect()
+    pushflow_testkit::records::send_all(&pushflow_testkit::producer(), records, &mut w.base.ends)
+        .await;
 }
 
 pub fn settings(max_batch: usize) -> pushflow_aggregate::config::Validated {
@@ -208,33 +148,17 @@ pub fn settings(max_batch: usize) -> pushflow_aggregate::config::Validated {
     .unwrap()
 }
 
-pub fn passthrough() -> BTreeMap<String, String> {
-    BTreeMap::from([("session.timeout.ms".to_string(), "6000".to_string())])
-}
-
 /// Options that stop once everything produced so far is committed.
 pub fn options(w: &World, max_batch: usize) -> RunOptions {
-    RunOptions {
-        name: "aggregate-test".into(),
-        brokers: pushflow_testkit::brokers(),
-        passthrough: passthrough(),
-        group: pushflow_testkit::unique("aggregate-test"),
-        inputs: vec![w.delivered.clone(), w.clicked.clone()],
-        database_url: w.database_url.clone(),
-        settings: settings(max_batch),
-        codec: Arc::new(Codec::for_registry(&w.registry).unwrap()),
-        start: StartAt::Beginning,
-        stop_at: Some(ends(w)),
-        progress: None,
-    }
+    w.base.run_options(
+        "aggregate-test",
+        vec![w.delivered.clone(), w.clicked.clone()],
+        settings(max_batch),
+    )
 }
 
 pub async fn client(url: &str) -> tokio_postgres::Client {
-    let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    c
+    pushflow_testkit::connect(url).await
 }
 
 /// The billing view as the truth map.

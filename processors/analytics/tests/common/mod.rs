@@ -5,48 +5,36 @@
 
 use pushflow_analytics::config::{AnalyticsSettings, Validated};
 use pushflow_analytics::facts::Input;
-use pushflow_analytics::tally::Part;
-use pushflow_analytics::{RunOptions, StartAt};
+use pushflow_analytics::RunOptions;
 use pushflow_runtime::codec::Codec;
-use pushflow_runtime::kafka::{Delivery, Producer};
 use pushflow_schemas::{
     CampaignCancelled, CampaignCreated, CampaignLaunched, CampaignScheduled, Event, FailureKind,
     NotificationDispatched, NotificationFailed, SubscriptionCreated, SubscriptionExpired,
 };
+use pushflow_testkit::RunWorld;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A test's world: prefixed topics, registry, database.
 #[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct World {
     pub prefix: String,
-    pub registry: String,
-    pub database_url: String,
-    /// Log end per input partition, from the producer's acknowledgements.
-    pub ends: Vec<(String, i32, i64)>,
+    pub base: RunWorld,
 }
 
 pub const PARTITIONS: i32 = 3;
 
 pub async fn world(prefix: &str) -> World {
-    let registry = pushflow_testkit::start_registry().await;
     let prefix = pushflow_testkit::unique(prefix);
-    let mut topics = Vec::new();
-    for i in Input::ALL {
-        topics.push((format!("{prefix}.{}", i.topic()), PARTITIONS));
-        topics.push((format!("{prefix}.{}.dlq", i.topic()), 1));
-    }
-    let refs: Vec<(&str, i32)> = topics.iter().map(|(t, p)| (t.as_str(), *p)).collect();
-    pushflow_testkit::create_topics(&refs).await;
-    let (_, database_url) = pushflow_testkit::fresh_database("analytics_test");
+    let topics: Vec<(String, i32)> = Input::ALL
+        .iter()
+        .map(|i| (format!("{prefix}.{}", i.topic()), PARTITIONS))
+        .collect();
+    pushflow_testkit::create_topics_with_dead_letters(&topics).await;
     World {
         prefix,
-        registry,
-        database_url,
-        ends: Vec::new(),
+        base: RunWorld::start("analytics_test").await,
     }
 }
 
@@ -59,29 +47,8 @@ impl World {
         Input::ALL.iter().map(|i| self.topic(*i)).collect()
     }
 
-    /// Records acknowledged (topic, delivery) pairs as log ends.
-    pub fn note(&mut self, deliveries: impl IntoIterator<Item = (String, Delivery)>) {
-        for (t, d) in deliveries {
-            match self
-                .ends
-                .iter_mut()
-                .find(|e| e.0 == t && e.1 == d.partition)
-            {
-                Some(e) => e.2 = e.2.max(d.offset + 1),
-                None => self.ends.push((t, d.partition, d.offset + 1)),
-            }
-        }
-    }
-
-    pub fn ends(&self) -> HashMap<Part, i64> {
-        self.ends
-            .iter()
-            .map(|(t, p, e)| ((t.clone(), *p), *e))
-            .collect()
-    }
-
     pub fn total(&self) -> i64 {
-        self.ends.iter().map(|e| e.2).sum()
+        self.base.ends.total()
     }
 }
 
@@ -419,46 +386,24 @@ pub fn truth(events: &[Ev]) -> Tables {
 /// Produces `events` (each encoded once: a repeated event is the same
 /// bytes twice) and notes the log ends.
 pub async fn produce(w: &mut World, events: &[Ev]) {
-    let codec = Codec::for_registry(&w.registry).unwrap();
-    let producer = Producer::new(
-        &pushflow_testkit::brokers(),
-        &BTreeMap::new(),
-        Duration::from_secs(30),
-    )
-    .unwrap();
-    let mut sends = Vec::new();
+    let codec = Codec::for_registry(&w.base.registry).unwrap();
+    let mut records = Vec::new();
     for e in events {
-        let topic = w.topic(e.input());
         let (key, bytes) = e.encode(&codec).await;
-        let producer = producer.clone();
-        sends.push(async move {
-            let d = producer
-                .send(&topic, Some(key.as_bytes()), &bytes, &[])
-                .await
-                .unwrap();
-            (topic, d)
-        });
-        if sends.len() >= 1000 {
-            w.note(futures::future::join_all(std::mem::take(&mut sends)).await);
-        }
+        records.push((w.topic(e.input()), key, bytes));
     }
-    w.note(futures::future::join_all(sends).await);
+    pushflow_testkit::records::send_all(&pushflow_testkit::producer(), records, &mut w.base.ends)
+        .await;
 }
 
 /// Sends raw bytes (a bad record) to `input`'s topic.
 pub async fn produce_raw(w: &mut World, input: Input, key: &str, bytes: &[u8]) {
-    let producer = Producer::new(
-        &pushflow_testkit::brokers(),
-        &BTreeMap::new(),
-        Duration::from_secs(30),
-    )
-    .unwrap();
     let topic = w.topic(input);
-    let d = producer
+    let d = pushflow_testkit::producer()
         .send(&topic, Some(key.as_bytes()), bytes, &[])
         .await
         .unwrap();
-    w.note([(topic, d)]);
+    w.base.ends.note([(topic, d)]);
 }
 
 pub fn settings(max_batch: usize) -> Validated {
@@ -470,25 +415,10 @@ pub fn settings(max_batch: usize) -> Validated {
     .unwrap()
 }
 
-pub fn passthrough() -> BTreeMap<String, String> {
-    BTreeMap::from([("session.timeout.ms".to_string(), "6000".to_string())])
-}
-
 /// Options that stop once everything produced so far is committed.
 pub fn options(w: &World, max_batch: usize) -> RunOptions {
-    RunOptions {
-        name: "analytics-test".into(),
-        brokers: pushflow_testkit::brokers(),
-        passthrough: passthrough(),
-        group: pushflow_testkit::unique("analytics-test"),
-        inputs: w.inputs(),
-        database_url: w.database_url.clone(),
-        settings: settings(max_batch),
-        codec: Arc::new(Codec::for_registry(&w.registry).unwrap()),
-        start: StartAt::Beginning,
-        stop_at: Some(w.ends()),
-        progress: None,
-    }
+    w.base
+        .run_options("analytics-test", w.inputs(), settings(max_batch))
 }
 
 pub async fn client(url: &str) -> tokio_postgres::Client {

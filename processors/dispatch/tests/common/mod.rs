@@ -6,16 +6,14 @@ use pushflow_dispatch::config::DispatchSettings;
 use pushflow_dispatch::store::Store;
 use pushflow_dispatch::{Dispatch, Topics, VapidKey};
 use pushflow_push_sim::{Behaviour, Publisher, PushSim};
-use pushflow_runtime::codec::Codec;
-use pushflow_runtime::kafka::Producer;
 use pushflow_runtime::token::PingKeys;
 use pushflow_schemas::{
     new_event_id, now_millis, CampaignCreated, CampaignLaunched, Event, NotificationDispatched,
     NotificationFailed, SubscriptionExpired, Urgency,
 };
+use pushflow_testkit::Services;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
-use rdkafka::ClientConfig;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,10 +22,7 @@ use std::time::{Duration, Instant};
 pub struct Env {
     pub prefix: String,
     pub topics: Topics,
-    pub registry: String,
-    pub database_url: String,
-    pub codec: Arc<Codec>,
-    pub producer: Producer,
+    pub services: Services,
 }
 
 impl Env {
@@ -39,33 +34,18 @@ impl Env {
         list.push((topics.batches.clone(), 6));
         list.push((topics.dispatched.clone(), 3));
         list.push((topics.failed.clone(), 3));
-        let dlqs: Vec<(String, i32)> = list.iter().map(|(t, _)| (format!("{t}.dlq"), 1)).collect();
-        list.extend(dlqs);
-        let refs: Vec<(&str, i32)> = list.iter().map(|(t, p)| (t.as_str(), *p)).collect();
-        pushflow_testkit::create_topics(&refs).await;
-        let registry = pushflow_testkit::start_registry().await;
-        let (_, database_url) = pushflow_testkit::fresh_database("dispatch_test");
-        let codec = Arc::new(Codec::for_registry(&registry).unwrap());
-        let producer = Producer::new(
-            &pushflow_testkit::brokers(),
-            &BTreeMap::new(),
-            Duration::from_secs(30),
-        )
-        .unwrap();
+        pushflow_testkit::create_topics_with_dead_letters(&list).await;
         Env {
             prefix,
             topics,
-            registry,
-            database_url,
-            codec,
-            producer,
+            services: Services::start("dispatch_test").await,
         }
     }
 
     pub async fn sim(&self, behaviour: Behaviour) -> PushSim {
         let publisher = Publisher {
-            producer: self.producer.clone(),
-            codec: self.codec.clone(),
+            producer: self.services.producer.clone(),
+            codec: self.services.codec.clone(),
             topic: self.topics.subscription_created.clone(),
         };
         PushSim::start("127.0.0.1:0", behaviour, Some(publisher))
@@ -94,14 +74,14 @@ impl Env {
             allow_insecure: true,
             brokers: pushflow_testkit::brokers(),
             kafka: BTreeMap::new(),
-            database_url: self.database_url.clone(),
-            registry_url: self.registry.clone(),
+            database_url: self.services.database_url.clone(),
+            registry_url: self.services.registry.clone(),
             group: group.into(),
         }
     }
 
     pub async fn store(&self) -> Store {
-        Store::connect(&self.database_url).await.unwrap()
+        Store::connect(&self.services.database_url).await.unwrap()
     }
 
     /// Waits until dispatch's view holds `n` active subscribers of `store`.
@@ -158,8 +138,9 @@ impl Env {
             ttl_seconds: 3600,
             urgency: Urgency::High,
         };
-        let bytes = self.codec.encode(&c).await.unwrap();
-        self.producer
+        let bytes = self.services.codec.encode(&c).await.unwrap();
+        self.services
+            .producer
             .send(
                 &self.topics.campaign_created,
                 Some(c.key().as_bytes()),
@@ -175,8 +156,9 @@ impl Env {
             campaign_id: c.campaign_id.clone(),
             throttle_per_minute,
         };
-        let bytes = self.codec.encode(&l).await.unwrap();
-        self.producer
+        let bytes = self.services.codec.encode(&l).await.unwrap();
+        self.services
+            .producer
             .send(
                 &self.topics.campaign_launched,
                 Some(l.key().as_bytes()),
@@ -190,11 +172,8 @@ impl Env {
 
     /// Collects the output topics in the background.
     pub fn collect(&self) -> Outputs {
-        let consumer: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", pushflow_testkit::brokers())
-            .set("group.id", pushflow_testkit::unique("collector"))
+        let consumer: StreamConsumer = pushflow_testkit::records::consumer_config("collector")
             .set("auto.offset.reset", "earliest")
-            .set("enable.auto.commit", "false")
             .create()
             .unwrap();
         let t = &self.topics;
@@ -202,7 +181,11 @@ impl Env {
             .subscribe(&[&t.dispatched, &t.failed, &t.subscription_expired])
             .unwrap();
         let out = Outputs::default();
-        let (o, codec, topics) = (out.clone(), self.codec.clone(), self.topics.clone());
+        let (o, codec, topics) = (
+            out.clone(),
+            self.services.codec.clone(),
+            self.topics.clone(),
+        );
         tokio::spawn(async move {
             loop {
                 let Ok(m) = consumer.recv().await else {

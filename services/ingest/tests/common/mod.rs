@@ -5,14 +5,14 @@
 use pushflow_ingest::{router, Deps, IngestSettings};
 use pushflow_runtime::codec::Codec;
 use pushflow_runtime::http::serve;
-use pushflow_runtime::kafka::Producer;
+use pushflow_runtime::kafka::{Producer, Record};
 use pushflow_runtime::token::PingKeys;
 use pushflow_runtime::CancellationToken;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub const DEV_TOKEN: &str = "test-token-all-topics";
 pub const BILLING_TOKEN: &str = "test-token-billing";
@@ -115,86 +115,29 @@ pub async fn start(extra_settings: &str, topics: &[&str]) -> Server {
 
 /// Reads `n` records of `topic` from the beginning (all partitions).
 pub fn consume(topic: &str, n: usize, limit: Duration) -> Vec<(i32, i64, Vec<u8>, Vec<u8>)> {
-    read(topic, Some(n), limit)
+    key_values(pushflow_testkit::read_records(topic, n, limit))
 }
 
 /// Reads every committed record of `topic` (read_committed): up to each
 /// partition's high watermark as it is when called (everything
 /// acknowledged before then).
 pub fn consume_all(topic: &str, limit: Duration) -> Vec<(i32, i64, Vec<u8>, Vec<u8>)> {
-    read(topic, None, limit)
+    key_values(pushflow_testkit::read_topic(topic, limit))
 }
 
-fn read(topic: &str, n: Option<usize>, limit: Duration) -> Vec<(i32, i64, Vec<u8>, Vec<u8>)> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", pushflow_testkit::brokers())
-        .set("group.id", pushflow_testkit::unique("ingest-test-reader"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    // The high watermark, not the last stable offset (which is what a
-    // read_committed client is told): a transaction a killed ingest left
-    // open holds the LSO back until the broker aborts it, and committed
-    // records after it must still be read.
-    let watermarks: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", pushflow_testkit::brokers())
-        .set("isolation.level", "read_uncommitted")
-        .create()
-        .unwrap();
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    let mut ends = std::collections::HashMap::new();
-    for p in md.topics()[0].partitions() {
-        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
-            .unwrap();
-        let (_, high) = watermarks
-            .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
-            .unwrap();
-        ends.insert(p.id(), high);
-    }
-    consumer.assign(&tpl).unwrap();
-    let started = Instant::now();
-    let mut out = Vec::new();
-    let mut next: std::collections::HashMap<i32, i64> = std::collections::HashMap::new();
-    // The consumer's position, not the last record seen: reading
-    // read_committed, records of aborted transactions (a batch whose
-    // ingest died mid-transaction) and transaction markers are skipped.
-    let done = |out: &Vec<_>, next: &std::collections::HashMap<i32, i64>| match n {
-        Some(n) => out.len() >= n,
-        None => {
-            let at = consumer.position().unwrap_or_default();
-            ends.iter().all(|(p, end)| {
-                let position = match at.find_partition(topic, *p).map(|e| e.offset()) {
-                    Some(Offset::Offset(o)) => o,
-                    _ => 0,
-                };
-                position.max(next.get(p).copied().unwrap_or(0)) >= *end
-            })
-        }
-    };
-    while !done(&out, &next) {
-        assert!(
-            started.elapsed() < limit,
-            "read {} records of {topic} in {limit:?}, expected {}",
-            out.len(),
-            n.map_or_else(
-                || format!("up to the high watermarks {ends:?}"),
-                |n| n.to_string()
+/// (partition, offset, key, value) of each record.
+fn key_values(records: Vec<Record>) -> Vec<(i32, i64, Vec<u8>, Vec<u8>)> {
+    records
+        .into_iter()
+        .map(|r| {
+            (
+                r.partition,
+                r.offset,
+                r.key.unwrap_or_default(),
+                r.payload.unwrap_or_default(),
             )
-        );
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-            next.insert(m.partition(), m.offset() + 1);
-            out.push((
-                m.partition(),
-                m.offset(),
-                m.key().unwrap_or_default().to_vec(),
-                m.payload().unwrap_or_default().to_vec(),
-            ));
-        }
-    }
-    out
+        })
+        .collect()
 }
 
 /// Total records on `topic` (sum of high watermarks).

@@ -1,13 +1,10 @@
-//! The lake's subcommands: `pushflow lake ddl`, `pushflow query`,
-//! `pushflow bench sink` (argument structs and their bodies; the binary
-//! only dispatches).
+//! The lake's subcommands: `pushflow lake ddl` and `pushflow query`.
 
 use clap::{Args, Subcommand};
 use pushflow_runtime::topology::Topology;
+use pushflow_s3_parquet::format::Format;
+use pushflow_s3_parquet::LakeError;
 use std::path::Path;
-
-use crate::format::Format;
-use crate::LakeError;
 
 /// `pushflow lake …`
 #[derive(Debug, Clone, Subcommand)]
@@ -38,14 +35,6 @@ pub struct QueryArgs {
     /// The lake (default: PUSHFLOW_LAKE_URL / the topology's lake_url).
     #[arg(long)]
     pub lake: Option<String>,
-}
-
-/// `pushflow bench sink`
-#[derive(Debug, Clone, Args)]
-pub struct BenchArgs {
-    /// Events to produce and write.
-    #[arg(long, default_value_t = 500_000)]
-    pub events: u64,
 }
 
 /// The topology if it loads; else `None` (the commands then use the
@@ -99,7 +88,10 @@ pub async fn lake(path: &Path, cmd: &LakeCommand) -> Result<(), LakeError> {
                     "--location {location:?}: use s3://bucket/prefix"
                 )));
             }
-            print!("{}", crate::ddl::ddl(&lake_topics(path), &location)?);
+            print!(
+                "{}",
+                pushflow_s3_parquet::ddl::ddl(&lake_topics(path), &location)?
+            );
             Ok(())
         }
     }
@@ -109,7 +101,10 @@ pub async fn lake(path: &Path, cmd: &LakeCommand) -> Result<(), LakeError> {
 #[cfg(feature = "query")]
 pub async fn query(path: &Path, args: &QueryArgs) -> Result<(), LakeError> {
     let url = args.lake.clone().unwrap_or_else(|| lake_url(path));
-    println!("{}", crate::query::run(&url, &args.sql, args.format).await?);
+    println!(
+        "{}",
+        pushflow_s3_parquet::query::run(&url, &args.sql, args.format).await?
+    );
     Ok(())
 }
 
@@ -124,13 +119,3 @@ pub const WITHOUT_QUERY: &str = "this pushflow was built without the `query` fea
      (DataFusion; scripts/up leaves it out to build faster): build it with \
      `cargo build --release --bin pushflow` (default features), or query the \
      lake with Trino, Athena or duckdb (see `pushflow lake ddl`)";
-
-/// Runs `pushflow bench sink`.
-pub async fn bench(path: &Path, args: &BenchArgs) -> Result<(), LakeError> {
-    let brokers = topology(path)
-        .map(|t| t.services.brokers)
-        .or_else(|| std::env::var("PUSHFLOW_BROKERS").ok())
-        .unwrap_or_else(|| "127.0.0.1:9092".into());
-    crate::bench::run(&brokers, args.events).await?;
-    Ok(())
-}

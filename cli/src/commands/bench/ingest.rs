@@ -11,6 +11,10 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{body::Bytes, Router};
 use indicatif::{ProgressBar, ProgressStyle};
+use pushflow_ingest::app::{router, Deps};
+use pushflow_ingest::batches::Batches;
+use pushflow_ingest::config::{IngestSettings, RateLimitSettings};
+use pushflow_ingest::IngestError;
 use pushflow_runtime::codec::{Codec, InMemoryResolver};
 use pushflow_runtime::http::serve;
 use pushflow_runtime::kafka::Producer;
@@ -21,10 +25,6 @@ use rdkafka::client::DefaultClientContext;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use crate::app::{router, Deps};
-use crate::config::{IngestSettings, RateLimitSettings};
-use crate::IngestError;
 
 /// Options of `pushflow ingest bench`.
 #[derive(Debug, Clone, clap::Args)]
@@ -223,12 +223,7 @@ pub async fn run(
         codec: Arc::new(Codec::new(Arc::new(InMemoryResolver::new()))),
         ping_keys: keys.clone(),
         topic_prefix: prefix.clone(),
-        batches: Arc::new(crate::batches::Batches::new(
-            brokers,
-            &kafka,
-            cfg.produce_timeout,
-            &prefix,
-        )),
+        batches: Arc::new(Batches::new(brokers, &kafka, cfg.produce_timeout, &prefix)),
     };
     let shutdown = CancellationToken::new();
     let ingest = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -284,28 +279,37 @@ pub async fn run(
     shutdown.cancel();
     let _ = producer.flush(Duration::from_secs(5));
     delete_topic(brokers, &topic).await;
-    println!(
-        "{:<28} {:>12} {:>9} {:>9} {:>8}",
-        "server", "requests/s", "p50 ms", "p99 ms", "errors"
-    );
-    for (name, s) in [
-        ("do-nothing axum (baseline)", &baseline),
-        ("ingest /v1/pings (acked)", &ingest),
-    ] {
+    let report = BenchReport { baseline, ingest };
+    report.print();
+    Ok(report)
+}
+
+impl BenchReport {
+    /// Prints the table of both measurements and the verdict.
+    fn print(&self) {
+        let (baseline, ingest) = (&self.baseline, &self.ingest);
         println!(
-            "{name:<28} {:>12.0} {:>9.2} {:>9.2} {:>8}",
-            s.rate(),
-            s.p50_ms,
-            s.p99_ms,
-            s.errors
+            "{:<28} {:>12} {:>9} {:>9} {:>8}",
+            "server", "requests/s", "p50 ms", "p99 ms", "errors"
+        );
+        for (name, s) in [
+            ("do-nothing axum (baseline)", baseline),
+            ("ingest /v1/pings (acked)", ingest),
+        ] {
+            println!(
+                "{name:<28} {:>12.0} {:>9.2} {:>9.2} {:>8}",
+                s.rate(),
+                s.p50_ms,
+                s.p99_ms,
+                s.errors
+            );
+        }
+        println!(
+            "ingest / baseline: {:.2} of the throughput; target >= 20000 valid pings/s with p99 < 20 ms: {}",
+            ingest.rate() / baseline.rate().max(1e-9),
+            if ingest.rate() >= 20_000.0 && ingest.p99_ms < 20.0 { "met" } else { "NOT met" }
         );
     }
-    println!(
-        "ingest / baseline: {:.2} of the throughput; target >= 20000 valid pings/s with p99 < 20 ms: {}",
-        ingest.rate() / baseline.rate().max(1e-9),
-        if ingest.rate() >= 20_000.0 && ingest.p99_ms < 20.0 { "met" } else { "NOT met" }
-    );
-    Ok(BenchReport { baseline, ingest })
 }
 
 fn rand_u32() -> u32 {
@@ -314,4 +318,25 @@ fn rand_u32() -> u32 {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     n ^ std::process::id().rotate_left(16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_bench_runs_end_to_end_against_the_broker() {
+        let args = BenchArgs {
+            seconds: 1,
+            connections: 4,
+            partitions: 3,
+            kafka: vec![],
+        };
+        let report = run(&pushflow_testkit::brokers(), &Default::default(), &args)
+            .await
+            .unwrap();
+        assert!(report.ingest.ok > 0 && report.baseline.ok > 0, "{report:?}");
+        assert_eq!(report.ingest.errors, 0, "{report:?}");
+        assert!(report.ingest.p50_ms > 0.0 && report.ingest.p99_ms >= report.ingest.p50_ms);
+    }
 }

@@ -11,10 +11,16 @@
 //! - baseline: one autocommitted upsert per event, as a naive sink does it;
 //! - memory of the in-memory dedup set per distinct notification in flight.
 
+use clap::Args;
 use futures::stream::{FuturesUnordered, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
+use pushflow_aggregate::config::AggregateSettings;
+use pushflow_aggregate::processor::{run, RunOptions, StartAt};
+use pushflow_aggregate::tally::{decode, Core, Dedup, PingKind, Staged};
+use pushflow_aggregate::{store, AggregateError};
 use pushflow_runtime::codec::{Codec, InMemoryResolver};
-use pushflow_runtime::kafka::{rate::raw_consume, Producer};
+use pushflow_runtime::kafka::{rate::raw_consume, PartitionKey, Producer};
+use pushflow_runtime::postgres::{PgError, PgFailure};
 use pushflow_runtime::CancellationToken;
 use pushflow_schemas::{NotificationClicked, NotificationDelivered};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -23,11 +29,23 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::cli::BenchArgs;
-use crate::config::AggregateSettings;
-use crate::core::{decode, Core, Dedup, Part, PingKind, Staged};
-use crate::processor::{run, RunOptions, StartAt};
-use crate::{store, AggregateError};
+/// `pushflow bench aggregate`: end-to-end and in-process throughput
+/// against the broker's raw rate and a one-upsert-per-event baseline.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Events to produce and aggregate.
+    #[arg(long, default_value_t = 300_000)]
+    pub events: u64,
+    /// Records per batch (one Postgres transaction each).
+    #[arg(long, default_value_t = 10_000)]
+    pub max_batch: usize,
+    /// Events written by the one-upsert-per-event baseline.
+    #[arg(long, default_value_t = 5_000)]
+    pub baseline_events: u64,
+    /// Commit lanes of the second end-to-end run (the first uses one).
+    #[arg(long, default_value_t = 2)]
+    pub commit_connections: usize,
+}
 
 const PARTITIONS: i32 = 6;
 
@@ -119,9 +137,11 @@ pub async fn bench(
     let mut inflight = FuturesUnordered::new();
     // Log ends from the broker's acknowledgements (nothing else writes
     // these fresh topics, so they equal the high watermarks).
-    let mut ends: HashMap<Part, i64> = HashMap::new();
+    let mut ends: HashMap<PartitionKey, i64> = HashMap::new();
     let mut note = |kind: usize, d: pushflow_runtime::kafka::Delivery| {
-        let e = ends.entry((topics[kind].clone(), d.partition)).or_default();
+        let e = ends
+            .entry(PartitionKey::new(topics[kind].clone(), d.partition))
+            .or_default();
         *e = (*e).max(d.offset + 1);
         pb.inc(1);
     };
@@ -160,7 +180,7 @@ pub async fn bench(
         ..AggregateSettings::default()
     }
     .validate()
-    .map_err(|(f, m)| AggregateError::Invalid(format!("{f}: {m}")))?;
+    .map_err(|e| AggregateError::Invalid(e.to_string()))?;
     let mut core = Core::new(settings.windows.clone(), settings.dedup_horizon_ms);
     let started = Instant::now();
     for (chunk_no, chunk) in events.chunks(args.max_batch).enumerate() {
@@ -203,7 +223,7 @@ pub async fn bench(
             ..AggregateSettings::default()
         }
         .validate()
-        .map_err(|(f, m)| AggregateError::Invalid(format!("{f}: {m}")))?;
+        .map_err(|e| AggregateError::Invalid(e.to_string()))?;
         let pb = bar(events.len() as u64, &format!("aggregate ({n} conn)"));
         let opts = RunOptions {
             name: "aggregate-bench".into(),
@@ -226,10 +246,7 @@ pub async fn bench(
         client
             .batch_execute(&format!("DROP SCHEMA {} CASCADE", settings.schema))
             .await
-            .map_err(|source| AggregateError::Postgres {
-                context: "drop the bench schema".into(),
-                source,
-            })?;
+            .map_err(|e| PgError::new("drop the bench schema", e))?;
         e2e.push((rate, wall, summary));
     }
     let (e2e_rate, e2e_wall, summary) = *e2e.last().expect("one run at least");
@@ -237,10 +254,7 @@ pub async fn bench(
 
     // Baseline: one autocommitted upsert per event.
     let s = &settings.schema;
-    let pg = |source| AggregateError::Postgres {
-        context: "bench baseline".into(),
-        source,
-    };
+    let pg = |e| PgError::new("bench baseline", PgFailure::Driver(e));
     client.batch_execute(&format!("CREATE SCHEMA {s}; CREATE TABLE {s}.naive (store_id text, campaign_id text, window_start bigint, delivered bigint, clicked bigint, PRIMARY KEY (store_id, campaign_id, window_start))")).await.map_err(pg)?;
     let upsert = client.prepare(&format!("INSERT INTO {s}.naive VALUES ($1, $2, $3, $4, $5) ON CONFLICT (store_id, campaign_id, window_start) DO UPDATE SET delivered = naive.delivered + excluded.delivered, clicked = naive.clicked + excluded.clicked")).await.map_err(pg)?;
     let n_base = args.baseline_events.min(events.len() as u64) as usize;

@@ -1,10 +1,8 @@
 //! `pushflow push-sim`: run the simulator alone, print a VAPID key pair,
 //! or ask a running simulator for test subscribers.
 
-use aws_lc_rs::encoding::AsBigEndian;
-use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use base64::Engine;
+use pushflow_push_sim::crypto::vapid_keys;
+use pushflow_push_sim::{server, Behaviour, Publisher, RandomRule, Rule, SimError, SimState};
 use pushflow_runtime::codec::Codec;
 use pushflow_runtime::component::cancel_on_signal;
 use pushflow_runtime::http::{admin_router, serve, Health};
@@ -14,8 +12,6 @@ use pushflow_runtime::CancellationToken;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-
-use crate::{server, Behaviour, Publisher, RandomRule, Rule, SimError, SimState};
 
 /// `pushflow push-sim [OPTIONS] [COMMAND]`
 #[derive(Debug, clap::Args)]
@@ -129,17 +125,6 @@ impl PushSimArgs {
     }
 }
 
-/// A fresh VAPID key pair: (private raw scalar, public uncompressed point), base64url.
-pub fn vapid_keys() -> (String, String) {
-    let pair =
-        EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).expect("P-256 key generation");
-    let private = pair.private_key().as_be_bytes().expect("private key bytes");
-    (
-        B64.encode(private.as_ref()),
-        B64.encode(pair.public_key().as_ref()),
-    )
-}
-
 /// Runs `pushflow push-sim`.
 pub async fn run(topology: &Path, args: PushSimArgs) -> Result<(), SimError> {
     match &args.command {
@@ -198,16 +183,7 @@ async fn serve_cli(topology: &Path, args: &PushSimArgs) -> Result<(), SimError> 
             None
         }
     };
-    let listener = tokio::net::TcpListener::bind(&args.addr)
-        .await
-        .map_err(|e| SimError::Bind {
-            addr: args.addr.clone(),
-            message: e.to_string(),
-        })?;
-    let local = listener.local_addr().map_err(|e| SimError::Bind {
-        addr: args.addr.clone(),
-        message: e.to_string(),
-    })?;
+    let (listener, local) = pushflow_push_sim::listen(&args.addr).await?;
     let state = Arc::new(SimState::new(
         format!("http://{local}"),
         behaviour,

@@ -1,44 +1,42 @@
-//! The schema registry as a component of `pushflow up`: serves the
-//! Confluent REST API, `/healthz` and `/metrics` on `registry_addr`.
+//! The schema registry as a component of `pushflow up` (type `registry`):
+//! serves the Confluent REST API, `/healthz` and `/metrics` on
+//! `services.registry_addr`. It starts before the topology is applied,
+//! since applying it registers the schemas.
 //!
 //! Guarantee: what it answered 200 to registering is committed in Postgres;
-//! ids are never reused (see `pushflow-registry`).
+//! ids are never reused (see the crate doc).
 
 use async_trait::async_trait;
-use pushflow_runtime::component::{Component, Context};
+use pushflow_runtime::component::{Component, ConfigError, Context, Kind};
 use pushflow_runtime::http::{admin_router, bind, serve};
 use pushflow_runtime::probe::Dependency;
 use pushflow_runtime::topology::{ComponentSpec, Topology};
 use pushflow_runtime::RuntimeError;
-use serde::Deserialize;
 use std::time::Duration;
 
-/// `settings:` of a `registry` component (none yet).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RegistrySettings {}
+use crate::config::RegistrySettings;
 
-struct RegistryComponent {
+/// A validated `registry` component.
+pub struct RegistryComponent {
     addr: String,
     database_url: String,
 }
 
-pub fn validate(
-    spec: &ComponentSpec,
-    t: &Topology,
-) -> Result<Box<dyn Component>, (String, String)> {
-    let _: RegistrySettings = spec.settings()?;
-    Ok(Box::new(RegistryComponent {
-        addr: t.services.registry_addr.clone(),
-        database_url: t.services.database_url.clone(),
-    }))
-}
+impl Kind for RegistryComponent {
+    const TYPE: &'static str = "registry";
+    const SERVES_HTTP: bool = true;
+    const STARTS_FIRST: bool = true;
+    type Settings = RegistrySettings;
 
-fn failed(message: String) -> RuntimeError {
-    RuntimeError::Component {
-        component: "registry".into(),
-        message,
-        retryable: true,
+    fn validate(
+        _settings: RegistrySettings,
+        _spec: &ComponentSpec,
+        t: &Topology,
+    ) -> Result<RegistryComponent, ConfigError> {
+        Ok(RegistryComponent {
+            addr: t.services.registry_addr.clone(),
+            database_url: t.services.database_url.clone(),
+        })
     }
 }
 
@@ -50,7 +48,7 @@ impl Component for RegistryComponent {
         let registry = {
             let mut tries = 0;
             loop {
-                match pushflow_registry::connect(&self.database_url).await {
+                match crate::connect(&self.database_url).await {
                     Ok(r) => break r,
                     Err(e) if tries < 30 && e.is_retryable() => {
                         tries += 1;
@@ -58,7 +56,13 @@ impl Component for RegistryComponent {
                         tracing::warn!(error = %e, "registry cannot reach Postgres yet; retrying");
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
-                    Err(e) => return Err(failed(format!("connecting to Postgres: {e}"))),
+                    Err(e) => {
+                        return Err(RuntimeError::Component {
+                            component: name,
+                            message: format!("connecting to Postgres: {e}"),
+                            retryable: e.is_retryable(),
+                        })
+                    }
                 }
             }
         };

@@ -1,5 +1,5 @@
-//! The core shared by the live processor, `replay aggregate` and the bench:
-//! decode → dedup → window, with no I/O of its own.
+//! The tally shared by the live processor, `replay aggregate` and the
+//! bench: decode → dedup → window, with no I/O of its own.
 //!
 //! A batch is *staged* against the per-partition state (next offset,
 //! event-time watermark, in-memory dedup set) without changing it; the
@@ -14,38 +14,17 @@
 
 use chrono::{DateTime, Datelike};
 use pushflow_runtime::codec::{Codec, CodecError};
+use pushflow_runtime::kafka::PartitionKey;
+use pushflow_runtime::windows::window_start;
+pub use pushflow_runtime::windows::WindowKey;
 use pushflow_schemas::{NotificationClicked, NotificationDelivered};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::config::Window;
 
-/// Which ping a record is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum PingKind {
-    /// `notification.delivered`: an impression.
-    Delivered = 0,
-    /// `notification.clicked`.
-    Clicked = 1,
-}
-
-impl PingKind {
-    /// The kind of an input topic: its name ends with
-    /// `notification.delivered` or `notification.clicked` (tests prefix it).
-    pub fn for_topic(topic: &str) -> Option<PingKind> {
-        if topic.ends_with("notification.delivered") {
-            Some(PingKind::Delivered)
-        } else if topic.ends_with("notification.clicked") {
-            Some(PingKind::Clicked)
-        } else {
-            None
-        }
-    }
-
-    /// The value stored in `seen.kind` and `late_events.kind`.
-    pub fn code(self) -> i16 {
-        self as i16
-    }
-}
+/// Which ping a record is (the catalogue's mapping of pings to topics;
+/// [`PingKind::code`] is what `seen.kind` and `late_events.kind` store).
+pub use pushflow_schemas::PingKind;
 
 /// A decoded ping, the only fields the aggregate needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,26 +43,22 @@ pub struct Ping {
 
 /// Decodes a record value of an input topic of `kind`.
 pub async fn decode(codec: &Codec, kind: PingKind, bytes: &[u8]) -> Result<Ping, CodecError> {
+    // The two events carry the same fields.
+    let ping = |notification_id, store_id, campaign_id, occurred_at| Ping {
+        kind,
+        notification_id,
+        store_id,
+        campaign_id,
+        occurred_at,
+    };
     Ok(match kind {
         PingKind::Delivered => {
             let e: NotificationDelivered = codec.decode(bytes).await?;
-            Ping {
-                kind,
-                notification_id: e.notification_id,
-                store_id: e.store_id,
-                campaign_id: e.campaign_id,
-                occurred_at: e.occurred_at,
-            }
+            ping(e.notification_id, e.store_id, e.campaign_id, e.occurred_at)
         }
         PingKind::Clicked => {
             let e: NotificationClicked = codec.decode(bytes).await?;
-            Ping {
-                kind,
-                notification_id: e.notification_id,
-                store_id: e.store_id,
-                campaign_id: e.campaign_id,
-                occurred_at: e.occurred_at,
-            }
+            ping(e.notification_id, e.store_id, e.campaign_id, e.occurred_at)
         }
     })
 }
@@ -101,8 +76,14 @@ pub struct PartitionState {
     pub dedup: Dedup,
 }
 
-/// (topic, partition).
-pub type Part = (String, i32);
+/// Where a partition stands: what a batch moves and the offsets table keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionPosition {
+    /// Next offset to count.
+    pub next_offset: i64,
+    /// Max event time seen (i64::MIN when none).
+    pub watermark: i64,
+}
 
 /// A ping not known to be a duplicate; Postgres decides.
 #[derive(Debug, Clone)]
@@ -121,9 +102,9 @@ pub struct Candidate {
 #[derive(Debug, Default)]
 pub struct Staged {
     /// Partitions touched, in first-seen order.
-    pub parts: Vec<Part>,
-    /// New (next offset, watermark) per entry of `parts`.
-    pub positions: Vec<(i64, i64)>,
+    pub parts: Vec<PartitionKey>,
+    /// New position per entry of `parts`.
+    pub positions: Vec<PartitionPosition>,
     /// Pings to check against `seen`.
     pub candidates: Vec<Candidate>,
     /// Records skipped as already committed (offset below the stored one).
@@ -146,7 +127,7 @@ impl Staged {
         if lanes <= 1 {
             return vec![self];
         }
-        let lane_of = |p: &Part| p.1.rem_euclid(lanes as i32) as usize;
+        let lane_of = |p: &PartitionKey| p.partition.rem_euclid(lanes as i32) as usize;
         let mut out: Vec<Staged> = (0..lanes).map(|_| Staged::default()).collect();
         // Where each of `self.parts` lands: (lane, index in that lane).
         let mut moved = Vec::with_capacity(self.parts.len());
@@ -187,16 +168,34 @@ impl Counts {
     }
 }
 
+/// A row of `monthly_totals`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MonthKey {
+    /// Merchant.
+    pub store_id: String,
+    /// First day of the UTC month, `YYYY-MM-01`.
+    pub month: String,
+}
+
+/// A candidate too late for one of its windows (a row of `late_events`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Late {
+    /// Index of the candidate in [`Staged::candidates`].
+    pub candidate: usize,
+    /// Size of the window, ms.
+    pub size_ms: i64,
+}
+
 /// What the new pings of a batch add (sorted maps: rows are locked in key
 /// order, so two instances cannot deadlock).
 #[derive(Debug, Default)]
 pub struct Deltas {
-    /// (store, campaign, size_ms, start_ms) → counts.
-    pub windows: BTreeMap<(String, String, i64, i64), Counts>,
-    /// (store, "YYYY-MM-01") → counts.
-    pub monthly: BTreeMap<(String, String), Counts>,
-    /// Late (candidate index, window size ms).
-    pub late: Vec<(usize, i64)>,
+    /// Window (a row of `window_stats`) → counts.
+    pub windows: BTreeMap<WindowKey, Counts>,
+    /// Store and month → counts.
+    pub monthly: BTreeMap<MonthKey, Counts>,
+    /// Candidates late for a window.
+    pub late: Vec<Late>,
     /// Pings counted.
     pub counted: u64,
 }
@@ -217,20 +216,21 @@ pub fn deltas(windows: &[Window], staged: &Staged, is_new: &[bool]) -> Deltas {
         }
         let p = &c.ping;
         d.counted += 1;
-        d.monthly
-            .entry((p.store_id.clone(), month_of(p.occurred_at)))
-            .or_default()
-            .add(p.kind);
+        let month = MonthKey {
+            store_id: p.store_id.clone(),
+            month: month_of(p.occurred_at),
+        };
+        d.monthly.entry(month).or_default().add(p.kind);
         for w in windows {
             if c.late_for.contains(&w.size_ms) {
-                d.late.push((i, w.size_ms));
+                d.late.push(Late {
+                    candidate: i,
+                    size_ms: w.size_ms,
+                });
                 continue;
             }
-            let start = p.occurred_at.div_euclid(w.size_ms) * w.size_ms;
-            d.windows
-                .entry((p.store_id.clone(), p.campaign_id.clone(), w.size_ms, start))
-                .or_default()
-                .add(p.kind);
+            let window = WindowKey::of(&p.store_id, &p.campaign_id, w.size_ms, p.occurred_at);
+            d.windows.entry(window).or_default().add(p.kind);
         }
     }
     d
@@ -241,7 +241,7 @@ pub fn deltas(windows: &[Window], staged: &Staged, is_new: &[bool]) -> Deltas {
 pub struct Core {
     windows: Vec<Window>,
     horizon_ms: i64,
-    parts: HashMap<Part, PartitionState>,
+    parts: HashMap<PartitionKey, PartitionState>,
 }
 
 impl Core {
@@ -260,29 +260,29 @@ impl Core {
     }
 
     /// Takes ownership of a partition at its stored position.
-    pub fn assign(&mut self, part: Part, next_offset: i64, watermark: i64) {
+    pub fn assign(&mut self, part: PartitionKey, at: PartitionPosition) {
         self.parts.insert(
             part,
             PartitionState {
-                next_offset,
-                watermark,
+                next_offset: at.next_offset,
+                watermark: at.watermark,
                 dedup: Dedup::default(),
             },
         );
     }
 
     /// Drops a partition's state.
-    pub fn revoke(&mut self, part: &Part) {
+    pub fn revoke(&mut self, part: &PartitionKey) {
         self.parts.remove(part);
     }
 
     /// Whether the partition is loaded.
-    pub fn owns(&self, topic: &str, partition: i32) -> bool {
-        self.parts.contains_key(&(topic.to_string(), partition))
+    pub fn owns(&self, part: &PartitionKey) -> bool {
+        self.parts.contains_key(part)
     }
 
     /// State of a partition.
-    pub fn partition(&self, part: &Part) -> Option<&PartitionState> {
+    pub fn partition(&self, part: &PartitionKey) -> Option<&PartitionState> {
         self.parts.get(part)
     }
 
@@ -297,15 +297,21 @@ impl Core {
         if let Some(i) = staged
             .parts
             .iter()
-            .position(|(t, p)| t == topic && *p == partition)
+            .position(|p| p.topic == topic && p.partition == partition)
         {
             return i;
         }
-        let part = (topic.to_string(), partition);
-        let pos = self
-            .parts
-            .get(&part)
-            .map_or((0, i64::MIN), |s| (s.next_offset, s.watermark));
+        let part = PartitionKey::new(topic, partition);
+        let pos = self.parts.get(&part).map_or(
+            PartitionPosition {
+                next_offset: 0,
+                watermark: i64::MIN,
+            },
+            |s| PartitionPosition {
+                next_offset: s.next_offset,
+                watermark: s.watermark,
+            },
+        );
         staged.parts.push(part);
         staged.positions.push(pos);
         staged.parts.len() - 1
@@ -321,27 +327,27 @@ impl Core {
         offset: i64,
     ) -> Option<usize> {
         let i = self.slot(staged, topic, partition);
-        if offset < staged.positions[i].0 {
+        if offset < staged.positions[i].next_offset {
             staged.skipped += 1;
             return None;
         }
-        staged.positions[i].0 = offset + 1;
+        staged.positions[i].next_offset = offset + 1;
         Some(i)
     }
 
     /// Stages an admitted ping: lateness, watermark, in-memory dedup.
     pub fn stage(&self, staged: &mut Staged, slot: usize, offset: i64, ping: Ping) {
-        let watermark = staged.positions[slot].1;
+        let watermark = staged.positions[slot].watermark;
         let late_for: Vec<i64> = self
             .windows
             .iter()
             .filter(|w| {
-                let start = ping.occurred_at.div_euclid(w.size_ms) * w.size_ms;
+                let start = window_start(ping.occurred_at, w.size_ms);
                 start.saturating_add(w.size_ms).saturating_add(w.grace_ms) <= watermark
             })
             .map(|w| w.size_ms)
             .collect();
-        staged.positions[slot].1 = watermark.max(ping.occurred_at);
+        staged.positions[slot].watermark = watermark.max(ping.occurred_at);
         let key = (ping.notification_id.clone(), ping.kind);
         let known = self
             .parts
@@ -369,7 +375,7 @@ impl Core {
     /// the batch is handed to the (in-order) commit; if that commit can
     /// never succeed the processor stops, so the state never outlives it.
     pub fn apply(&mut self, staged: &Staged) {
-        for (part, (next, wm)) in staged.parts.iter().zip(&staged.positions) {
+        for (part, at) in staged.parts.iter().zip(&staged.positions) {
             let s = self
                 .parts
                 .entry(part.clone())
@@ -378,8 +384,8 @@ impl Core {
                     watermark: i64::MIN,
                     dedup: Dedup::default(),
                 });
-            s.next_offset = s.next_offset.max(*next);
-            s.watermark = s.watermark.max(*wm);
+            s.next_offset = s.next_offset.max(at.next_offset);
+            s.watermark = s.watermark.max(at.watermark);
         }
         for c in &staged.candidates {
             let part = &staged.parts[c.part];
@@ -421,6 +427,14 @@ mod tests {
         )
     }
 
+    fn start(core: &mut Core, topic: &str, partition: i32) {
+        let at = PartitionPosition {
+            next_offset: 0,
+            watermark: i64::MIN,
+        };
+        core.assign(PartitionKey::new(topic, partition), at);
+    }
+
     fn run(core: &mut Core, recs: &[(i64, Ping)]) -> Deltas {
         let mut st = Staged::default();
         for (off, p) in recs {
@@ -446,7 +460,7 @@ mod tests {
             ("d", 0, "a"),
         ];
         for (off, (topic, part, n)) in recs.iter().enumerate() {
-            c.assign((topic.to_string(), *part), 0, i64::MIN);
+            start(&mut c, topic, *part);
             let kind = match *topic {
                 "k" => PingKind::Clicked,
                 _ => PingKind::Delivered,
@@ -461,13 +475,13 @@ mod tests {
         assert!(lanes.iter().all(|l| !l.parts.is_empty()));
         let mut seen = Vec::new();
         for (lane, l) in lanes.iter().enumerate() {
-            assert!(l.parts.iter().all(|p| p.1 as usize % 2 == lane));
+            assert!(l.parts.iter().all(|p| p.partition as usize % 2 == lane));
             assert_eq!(l.parts.len(), l.positions.len());
             for cand in &l.candidates {
                 // Each candidate still points at its own partition.
                 let part = &l.parts[cand.part];
                 let (topic, p, n) = recs[cand.offset as usize];
-                assert_eq!((part.0.as_str(), part.1), (topic, p));
+                assert_eq!((part.topic.as_str(), part.partition), (topic, p));
                 assert_eq!(cand.ping.notification_id, n);
                 seen.push(cand.offset);
             }
@@ -488,7 +502,7 @@ mod tests {
     #[test]
     fn counts_once_marks_late_and_skips_committed_offsets() {
         let mut c = core();
-        c.assign(("t".into(), 0), 0, i64::MIN);
+        start(&mut c, "t", 0);
         let d = run(
             &mut c,
             &[
@@ -500,7 +514,12 @@ mod tests {
         );
         assert_eq!(d.counted, 3);
         assert_eq!(
-            d.windows[&("s".into(), "c".into(), 60_000, 0)],
+            d.windows[&WindowKey {
+                store_id: "s".into(),
+                campaign_id: "c".into(),
+                size_ms: 60_000,
+                start_ms: 0
+            }],
             Counts {
                 delivered: 1,
                 clicked: 1
@@ -519,16 +538,29 @@ mod tests {
             d.counted, 1,
             "offset 2 is committed, b is a known duplicate"
         );
-        assert_eq!(d.late, vec![(0, 60_000)]);
+        assert_eq!(
+            d.late,
+            vec![Late {
+                candidate: 0,
+                size_ms: 60_000
+            }]
+        );
         assert!(d.windows.is_empty());
-        assert_eq!(d.monthly[&("s".into(), "1970-01-01".into())].delivered, 1);
-        assert_eq!(c.partition(&("t".into(), 0)).unwrap().next_offset, 6);
+        let month = MonthKey {
+            store_id: "s".into(),
+            month: "1970-01-01".into(),
+        };
+        assert_eq!(d.monthly[&month].delivered, 1);
+        assert_eq!(
+            c.partition(&PartitionKey::new("t", 0)).unwrap().next_offset,
+            6
+        );
     }
 
     #[test]
     fn evicts_beyond_the_horizon_and_names_months() {
         let mut c = core();
-        c.assign(("t".into(), 0), 0, i64::MIN);
+        start(&mut c, "t", 0);
         run(
             &mut c,
             &[

@@ -4,12 +4,22 @@
 //! database of a connection URL existing, whoever created it: two
 //! instances starting at once both succeed. [`migrate`] applies each
 //! versioned migration of a schema exactly once, whoever runs it.
-//! [`pool`] is the one way a component builds its connection pool.
+//! [`pool`] is the one way a component builds its connection pool, and
+//! [`PgError`] the one Postgres error every component's error wraps.
+//! [`offsets`] keeps a consumer's positions in the component's schema.
+
+mod error;
+pub mod offsets;
+
+pub use error::{pg, PgError, PgFailure};
+pub use offsets::{OffsetsTable, StoredPosition};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use std::time::Duration;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Config, NoTls};
+use tokio_postgres::{Client, Config, NoTls};
+
+use crate::component::ConfigError;
 
 /// How a component's pool behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,22 +107,48 @@ pub async fn create_database(config: &Config) -> Result<bool, tokio_postgres::Er
 
 /// Connects to `url`, creating the database first if it does not exist
 /// (see [`create_database`]); the connection is driven on its own task.
-pub async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let config: Config = url.parse()?;
+pub async fn connect(url: &str) -> Result<Client, PgError> {
+    let config: Config = url.parse().map_err(pg("connect"))?;
     let connected = match config.connect(NoTls).await {
         Err(e) if e.code() == Some(&SqlState::INVALID_CATALOG_NAME) => {
-            create_database(&config).await?;
+            create_database(&config).await.map_err(pg("connect"))?;
             config.connect(NoTls).await
         }
         other => other,
     };
-    let (client, conn) = connected?;
+    let (client, conn) = connected.map_err(pg("connect"))?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "postgres connection closed");
         }
     });
     Ok(client)
+}
+
+/// A client that connects on first use and again whenever its connection
+/// closed (Postgres restarted, the network dropped), for a loop that must
+/// outlive one connection.
+pub struct Reconnecting {
+    url: String,
+    client: Option<Client>,
+}
+
+impl Reconnecting {
+    /// A client of `url`, connected on first use (or now: `client`).
+    pub fn new(url: impl Into<String>, client: Option<Client>) -> Reconnecting {
+        Reconnecting {
+            url: url.into(),
+            client,
+        }
+    }
+
+    /// The open client, connecting first if there is none or it closed.
+    pub async fn get(&mut self) -> Result<&mut Client, PgError> {
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            self.client = Some(connect(&self.url).await?);
+        }
+        Ok(self.client.as_mut().expect("connected above"))
+    }
 }
 
 /// Whether `name` can be spliced into SQL as a schema name unquoted: 1 to
@@ -124,6 +160,20 @@ pub fn is_plain_identifier(name: &str) -> bool {
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         && !name.starts_with(|c: char| c.is_ascii_digit())
+}
+
+/// Checks a schema name of the settings ([`is_plain_identifier`]); the
+/// error names `field`.
+pub fn check_schema_name(field: &str, name: &str) -> Result<(), ConfigError> {
+    match is_plain_identifier(name) {
+        true => Ok(()),
+        false => Err(ConfigError::new(
+            field,
+            format!(
+                "{name:?} is not a plain Postgres identifier (1 to 48 lowercase letters, digits, _; not starting with a digit)"
+            ),
+        )),
+    }
 }
 
 /// One versioned migration of a schema: its SQL runs once, ever.
@@ -207,5 +257,8 @@ mod tests {
         for bad in ["", "1abc", "Analytics", "a-b", "a;drop", &"x".repeat(49)] {
             assert!(!is_plain_identifier(bad), "{bad}");
         }
+        assert!(check_schema_name("settings.schema", "aggregate").is_ok());
+        let e = check_schema_name("settings.schema", "Sched-1").unwrap_err();
+        assert_eq!(e.field, "settings.schema");
     }
 }

@@ -7,14 +7,13 @@
 //! push-sim runs as a separate process, so its CPU is not counted.
 
 use futures::StreamExt;
+use pushflow_dispatch::send::{topic_of, Payload};
+use pushflow_dispatch::sender::{Outcome, Push, Sender, SenderConfig};
+use pushflow_dispatch::vapid::{VapidCache, VapidKey};
+use pushflow_dispatch::{rfc8291, DispatchError};
 use pushflow_runtime::token::{PingClaims, PingKeys};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use crate::send::{topic_of, Payload};
-use crate::sender::{Outcome, Push, Sender, SenderConfig};
-use crate::vapid::{VapidCache, VapidKey};
-use crate::{rfc8291, DispatchError};
 
 /// `pushflow bench dispatch` options.
 #[derive(Debug, Clone, clap::Args)]
@@ -125,7 +124,7 @@ async fn start_sim(
 }
 
 fn payload(keys: &PingKeys, sub: &SimSubscription, i: usize) -> Vec<u8> {
-    let nid = crate::notification_id(
+    let nid = pushflow_dispatch::notification_id(
         "bench-store",
         "bench-campaign",
         &format!("{}-{i}", sub.subscriber_id),
@@ -243,8 +242,8 @@ pub async fn run(args: &BenchArgs) -> Result<(), DispatchError> {
     let m = 2000.min(args.notifications.max(1));
     let sub0 = &subs[0];
     let (p256dh, auth) = (
-        crate::sender::b64(&sub0.p256dh).unwrap_or_default(),
-        crate::sender::b64(&sub0.auth).unwrap_or_default(),
+        pushflow_dispatch::sender::b64(&sub0.p256dh).unwrap_or_default(),
+        pushflow_dispatch::sender::b64(&sub0.auth).unwrap_or_default(),
     );
     let body = payload(&keys, sub0, 0);
     let payload_us = micro(m, |i| drop(payload(&keys, sub0, i)));

@@ -1,0 +1,81 @@
+//! `pushflow bench …` and `pushflow ingest bench`: each measures a
+//! component's throughput against a baseline (or ceiling) measured in the
+//! same run, calling the component's library.
+
+pub mod aggregate;
+pub mod dispatch;
+pub mod ingest;
+pub mod sink;
+mod sink_in_process;
+
+use clap::Subcommand;
+use pushflow_runtime::topology::Topology;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::{failure, Failure};
+
+/// `pushflow bench …`
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Aggregate: broker → Postgres, in-process core, raw-consume ceiling,
+    /// one-upsert-per-event baseline.
+    Aggregate(aggregate::BenchArgs),
+    /// Parquet sink: broker → Parquet on local disk, in-process encode
+    /// rate, ArrowWriter ceiling and raw-consume rate.
+    Sink(sink::BenchArgs),
+    /// Dispatch: encrypted, VAPID-signed pushes to push-sim on loopback,
+    /// against the web-push crate used the plain way.
+    Dispatch(dispatch::BenchArgs),
+}
+
+/// What a benchmark runs against: the services of the topology when it
+/// loads, else `PUSHFLOW_BROKERS` / `PUSHFLOW_DATABASE_URL` and the local
+/// defaults (no librdkafka pass-through).
+pub struct Services {
+    /// Kafka bootstrap servers.
+    pub brokers: String,
+    /// The topology's `kafka:` pass-through map.
+    pub kafka: BTreeMap<String, String>,
+    /// Postgres URL.
+    pub database_url: String,
+}
+
+impl Services {
+    /// The services for the topology at `path`.
+    pub fn of(path: &Path) -> Services {
+        match Topology::load(path) {
+            Ok(t) => Services {
+                brokers: t.services.brokers,
+                kafka: t.kafka,
+                database_url: t.services.database_url,
+            },
+            Err(_) => Services {
+                brokers: std::env::var("PUSHFLOW_BROKERS")
+                    .unwrap_or_else(|_| "127.0.0.1:9092".into()),
+                kafka: BTreeMap::new(),
+                database_url: std::env::var("PUSHFLOW_DATABASE_URL")
+                    .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/pushflow".into()),
+            },
+        }
+    }
+}
+
+/// Runs `pushflow bench …` with the topology at `path`, printing the
+/// figures.
+pub async fn run(path: &Path, cmd: BenchCommand) -> Result<(), Failure> {
+    match cmd {
+        BenchCommand::Aggregate(args) => {
+            let s = Services::of(path);
+            let report = aggregate::bench(&s.brokers, &s.kafka, &s.database_url, &args)
+                .await
+                .map_err(failure)?;
+            print!("{report}");
+            Ok(())
+        }
+        BenchCommand::Sink(args) => sink::run(&Services::of(path).brokers, args.events)
+            .await
+            .map_err(failure),
+        BenchCommand::Dispatch(args) => Ok(dispatch::run(&args).await?),
+    }
+}

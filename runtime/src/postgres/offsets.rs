@@ -1,0 +1,158 @@
+//! `<schema>.offsets`: where each input partition of a consumer stands,
+//! in the component's own schema. It is the truth of the consumer's
+//! position (Kafka's own offset commits are informational).
+//!
+//! Guarantee: [`OffsetsTable::save`] writes in the caller's transaction, so
+//! offsets commit together with what the records below them changed, or
+//! not at all; it never moves a stored offset (or watermark) back, so a
+//! transaction that commits late cannot undo a later one.
+
+use std::collections::HashMap;
+use tokio_postgres::{Client, Row, Transaction};
+
+use super::{pg, PgError};
+use crate::kafka::PartitionKey;
+
+/// A component's `offsets` table: `(topic, partition, next_offset)`, and
+/// `watermark_ms` (the max event time seen) where the component keeps one.
+#[derive(Debug, Clone, Copy)]
+pub struct OffsetsTable<'a> {
+    schema: &'a str,
+    watermarks: bool,
+}
+
+/// One partition's stored position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredPosition {
+    /// Next offset to read (records below it are in Postgres).
+    pub next_offset: i64,
+    /// Max event time seen, ms; `None` where the table keeps no watermark.
+    pub watermark_ms: Option<i64>,
+}
+
+impl<'a> OffsetsTable<'a> {
+    /// `<schema>.offsets (topic, partition, next_offset)`. `schema` must be
+    /// a plain identifier (it is spliced into the SQL).
+    pub fn new(schema: &'a str) -> OffsetsTable<'a> {
+        OffsetsTable {
+            schema,
+            watermarks: false,
+        }
+    }
+
+    /// `<schema>.offsets (topic, partition, next_offset, watermark_ms)`.
+    pub fn with_watermarks(schema: &'a str) -> OffsetsTable<'a> {
+        OffsetsTable {
+            schema,
+            watermarks: true,
+        }
+    }
+
+    fn columns(&self) -> &'static str {
+        match self.watermarks {
+            true => "o.topic, o.partition, o.next_offset, o.watermark_ms",
+            false => "o.topic, o.partition, o.next_offset, NULL::bigint",
+        }
+    }
+
+    fn read(rows: &[Row]) -> HashMap<PartitionKey, StoredPosition> {
+        rows.iter()
+            .map(|r| {
+                let position = StoredPosition {
+                    next_offset: r.get(2),
+                    watermark_ms: r.get(3),
+                };
+                (PartitionKey::new(r.get::<_, String>(0), r.get(1)), position)
+            })
+            .collect()
+    }
+
+    /// The stored positions of `parts` (absent: never committed).
+    pub async fn load(
+        &self,
+        client: &Client,
+        parts: &[PartitionKey],
+    ) -> Result<HashMap<PartitionKey, StoredPosition>, PgError> {
+        let topics: Vec<&str> = parts.iter().map(|p| p.topic.as_str()).collect();
+        let partitions: Vec<i32> = parts.iter().map(|p| p.partition).collect();
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {} FROM {}.offsets o
+                     JOIN unnest($1::text[], $2::int[]) AS u(topic, partition) USING (topic, partition)",
+                    self.columns(),
+                    self.schema
+                ),
+                &[&topics, &partitions],
+            )
+            .await
+            .map_err(pg("load stored offsets"))?;
+        Ok(Self::read(&rows))
+    }
+
+    /// Every stored position.
+    pub async fn load_all(
+        &self,
+        client: &Client,
+    ) -> Result<HashMap<PartitionKey, StoredPosition>, PgError> {
+        let rows = client
+            .query(
+                &format!("SELECT {} FROM {}.offsets o", self.columns(), self.schema),
+                &[],
+            )
+            .await
+            .map_err(pg("load stored offsets"))?;
+        Ok(Self::read(&rows))
+    }
+
+    /// Stores `positions` in `tx`, never moving an offset or a watermark
+    /// back (a missing watermark is stored as `i64::MIN`: none seen).
+    pub async fn save<'k>(
+        &self,
+        tx: &Transaction<'_>,
+        positions: impl IntoIterator<Item = (&'k PartitionKey, StoredPosition)>,
+    ) -> Result<(), PgError> {
+        let (mut topics, mut partitions, mut next, mut watermarks) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (p, s) in positions {
+            topics.push(p.topic.as_str());
+            partitions.push(p.partition);
+            next.push(s.next_offset);
+            watermarks.push(s.watermark_ms.unwrap_or(i64::MIN));
+        }
+        if topics.is_empty() {
+            return Ok(());
+        }
+        let s = self.schema;
+        let written = match self.watermarks {
+            true => {
+                tx.execute(
+                    &format!(
+                        "INSERT INTO {s}.offsets AS o (topic, partition, next_offset, watermark_ms)
+                         SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[])
+                         ON CONFLICT (topic, partition) DO UPDATE
+                         SET next_offset = GREATEST(o.next_offset, excluded.next_offset),
+                             watermark_ms = GREATEST(o.watermark_ms, excluded.watermark_ms),
+                             updated_at = now()"
+                    ),
+                    &[&topics, &partitions, &next, &watermarks],
+                )
+                .await
+            }
+            false => {
+                tx.execute(
+                    &format!(
+                        "INSERT INTO {s}.offsets AS o (topic, partition, next_offset)
+                         SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[])
+                         ON CONFLICT (topic, partition) DO UPDATE
+                         SET next_offset = GREATEST(o.next_offset, excluded.next_offset), updated_at = now()"
+                    ),
+                    &[&topics, &partitions, &next],
+                )
+                .await
+            }
+        };
+        written.map_err(pg("store offsets"))?;
+        Ok(())
+    }
+}

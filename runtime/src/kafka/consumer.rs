@@ -26,7 +26,7 @@ use rdkafka::consumer::{
 };
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -202,20 +202,23 @@ impl Record {
     }
 }
 
+/// Per topic and partition: the offset after the last record handled.
+type Handed = HashMap<String, HashMap<i32, i64>>;
+
 /// Per record of `batch`: false for one below its partition's `handed`
-/// offset or repeating a record earlier in `batch`.
-fn not_yet_handed(handed: &HashMap<(String, i32), i64>, batch: &[Record]) -> Vec<bool> {
-    let mut seen: HashMap<(&str, i32), Vec<i64>> = HashMap::new();
+/// offset or repeating a record earlier in `batch`. Looks up by borrowed
+/// names: this runs on every record of every batch.
+fn not_yet_handed(handed: &Handed, batch: &[Record]) -> Vec<bool> {
+    let mut seen: HashSet<(&str, i32, i64)> = HashSet::with_capacity(batch.len());
     batch
         .iter()
         .map(|r| {
             let done = handed
-                .get(&(r.topic.clone(), r.partition))
+                .get(r.topic.as_str())
+                .and_then(|parts| parts.get(&r.partition))
                 .is_some_and(|next| r.offset < *next);
-            let offsets = seen.entry((r.topic.as_str(), r.partition)).or_default();
-            let again = offsets.contains(&r.offset);
-            offsets.push(r.offset);
-            !(done || again)
+            let first = seen.insert((r.topic.as_str(), r.partition, r.offset));
+            !done && first
         })
         .collect()
 }
@@ -238,7 +241,7 @@ struct Loop<'a> {
     /// and assigned again to this member from its committed offset, while a
     /// copy fetched before the revocation may still be handed and
     /// committed; the refetched copy is dropped ([`Self::skip_handed`]).
-    handed: HashMap<(String, i32), i64>,
+    handed: Handed,
 }
 
 impl Loop<'_> {
@@ -263,7 +266,9 @@ impl Loop<'_> {
                         self.owned.remove(p);
                         self.pending.remove(p);
                         self.seeks.remove(p);
-                        self.handed.remove(p);
+                        if let Some(parts) = self.handed.get_mut(&p.0) {
+                            parts.remove(&p.1);
+                        }
                     }
                     handler.revoked(&parts).await?;
                 }
@@ -309,11 +314,20 @@ impl Loop<'_> {
 
     /// Marks `batch` handled (see [`Self::handed`]).
     fn mark_handed(&mut self, batch: &[Record]) {
+        let mut next: HashMap<(&str, i32), i64> = HashMap::new();
         for r in batch {
-            let key = (r.topic.clone(), r.partition);
-            if self.owned.contains_key(&key) {
-                let e = self.handed.entry(key).or_insert(r.offset + 1);
-                *e = (*e).max(r.offset + 1);
+            let e = next.entry((r.topic.as_str(), r.partition)).or_insert(0);
+            *e = (*e).max(r.offset + 1);
+        }
+        for ((topic, partition), next) in next {
+            if self.owned.contains_key(&(topic.to_string(), partition)) {
+                let e = self
+                    .handed
+                    .entry(topic.to_string())
+                    .or_default()
+                    .entry(partition)
+                    .or_insert(next);
+                *e = (*e).max(next);
             }
         }
     }
@@ -693,7 +707,7 @@ mod tests {
     fn records_already_handed_or_repeated_in_a_batch_are_dropped() {
         // Partition 0 handled up to offset 5 (a copy of 4 refetched after
         // the partition came back); partition 1 not yet.
-        let handed = HashMap::from([(("t".to_string(), 0), 5)]);
+        let handed = HashMap::from([("t".to_string(), HashMap::from([(0, 5)]))]);
         let batch = [
             rec(0, 4),
             rec(0, 5),

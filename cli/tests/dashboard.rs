@@ -623,7 +623,22 @@ async fn the_dashboard_shows_exactly_what_the_log_holds() {
     );
     println!("API = log after {:?}", started.elapsed());
 
-    // 2. The page shows the API's numbers.
+    // 2. The page shows the API's numbers. Analytics may still be counting
+    // the last subscription events when the campaign numbers already equal
+    // the log: the page is read once the API's subscriber count settled
+    // (asserted below), so both show the same moment.
+    let today = chrono::Utc::now().date_naive().to_string();
+    let settled = Instant::now() + Duration::from_secs(60);
+    let days = loop {
+        let d = api
+            .get(&format!("/subscribers?from={today}&to={today}"))
+            .await;
+        let done = d["days"][0]["active"].as_i64() == Some(SUBSCRIBERS as i64);
+        if done || Instant::now() > settled {
+            break d;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
     let chromium = Chromium::launch();
     let cdp = chromium.connect().await;
     let page = cdp.new_page().await;
@@ -639,10 +654,6 @@ async fn the_dashboard_shows_exactly_what_the_log_holds() {
         .await;
     let list = api.get("/campaigns").await;
     let billing = api.get("/billing").await;
-    let today = chrono::Utc::now().date_naive().to_string();
-    let days = api
-        .get(&format!("/subscribers?from={today}&to={today}"))
-        .await;
     let active = int(&days["days"][0]["active"]);
     assert_eq!(active, SUBSCRIBERS as i64);
     check_page(&state, &campaign, &list, &billing, active);

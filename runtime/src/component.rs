@@ -48,6 +48,38 @@ impl Context {
 }
 
 impl Context {
+    /// This component's consumer settings: its group, the topology's
+    /// brokers and pass-through, batches of up to `max_batch` records.
+    pub fn consumer_settings(
+        &self,
+        inputs: Vec<String>,
+        max_batch: usize,
+    ) -> crate::kafka::ConsumerSettings {
+        let t = &self.topology;
+        crate::kafka::ConsumerSettings::new(
+            &self.spec.name,
+            &t.services.brokers,
+            &self.spec.group_id(),
+            inputs,
+        )
+        .with(&t.kafka, max_batch)
+    }
+
+    /// This component's dead-letter writer (an idempotent producer of its
+    /// own; each record goes to `<topic>.dlq`).
+    pub fn dead_letters(&self) -> Result<crate::kafka::DeadLetters, RuntimeError> {
+        let t = &self.topology;
+        let producer = crate::kafka::Producer::new(
+            &t.services.brokers,
+            &t.kafka,
+            std::time::Duration::from_secs(30),
+        )?;
+        Ok(crate::kafka::DeadLetters::new(
+            producer,
+            self.spec.name.clone(),
+        ))
+    }
+
     /// Marks the component healthy, probes `deps` (see [`Context::watch`])
     /// and awaits `work`; a failure is shown on `/healthz` (503, naming it)
     /// and returned as the runtime's error.
@@ -109,16 +141,27 @@ pub trait Kind: Component + Sized + 'static {
     type Settings: DeserializeOwned + Default;
     /// Checks the settings and the entry against the topology, without
     /// I/O, and returns the component ready to run.
-    fn validate(
-        settings: Self::Settings,
-        spec: &ComponentSpec,
-        topology: &Topology,
-    ) -> Result<Self, ConfigError>;
+    fn validate(entry: Entry<'_, Self::Settings>) -> Result<Self, ConfigError>;
+}
+
+/// A component's entry of `topology.yaml` with its settings parsed: what
+/// [`Kind::validate`] checks.
+pub struct Entry<'a, S> {
+    /// The parsed `settings:` (defaults where absent).
+    pub settings: S,
+    /// The entry itself (name, inputs, outputs, group).
+    pub spec: &'a ComponentSpec,
+    /// The whole topology (services, topics, kafka pass-through).
+    pub topology: &'a Topology,
 }
 
 /// Parses an entry's settings and validates it as a `K`.
 pub fn validate<K: Kind>(spec: &ComponentSpec, topology: &Topology) -> Result<K, ConfigError> {
-    K::validate(spec.settings::<K::Settings>()?, spec, topology)
+    K::validate(Entry {
+        settings: spec.settings::<K::Settings>()?,
+        spec,
+        topology,
+    })
 }
 
 /// Validates an entry as one kind, its type erased.

@@ -6,7 +6,9 @@
 //! change.
 
 use async_trait::async_trait;
-use pushflow_runtime::kafka::{run_consumer, ConsumerSettings, Durable, Handler, Producer, Record};
+use pushflow_runtime::kafka::{
+    run_consumer, ConsumerSettings, Durable, Handler, PartitionKey, Producer, Record,
+};
 use pushflow_runtime::{CancellationToken, RuntimeError};
 use pushflow_testkit::{brokers, create_topics, unique};
 use std::collections::BTreeMap;
@@ -33,24 +35,24 @@ struct Counting(Arc<Seen>);
 impl Handler for Counting {
     async fn assigned(
         &mut self,
-        partitions: &[(String, i32)],
+        partitions: &[PartitionKey],
     ) -> Result<Vec<pushflow_runtime::kafka::Position>, RuntimeError> {
         self.0.rebalances.fetch_add(1, Ordering::SeqCst);
         self.0
             .owned
             .lock()
             .unwrap()
-            .extend(partitions.iter().map(|p| p.1));
+            .extend(partitions.iter().map(|p| p.partition));
         Ok(Vec::new())
     }
 
-    async fn revoked(&mut self, partitions: &[(String, i32)]) -> Result<(), RuntimeError> {
+    async fn revoked(&mut self, partitions: &[PartitionKey]) -> Result<(), RuntimeError> {
         self.0.rebalances.fetch_add(1, Ordering::SeqCst);
         self.0
             .owned
             .lock()
             .unwrap()
-            .retain(|p| !partitions.iter().any(|r| r.1 == *p));
+            .retain(|p| !partitions.iter().any(|r| r.partition == *p));
         Ok(())
     }
 

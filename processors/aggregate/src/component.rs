@@ -4,9 +4,8 @@
 //! Guarantee: see the crate doc (exactly once into Postgres).
 
 use async_trait::async_trait;
-use pushflow_runtime::component::{Component, ConfigError, Context, Kind};
+use pushflow_runtime::component::{Component, ConfigError, Context, Entry, Kind};
 use pushflow_runtime::probe::Dependency;
-use pushflow_runtime::topology::{ComponentSpec, Topology};
 use pushflow_runtime::RuntimeError;
 
 use crate::config::{AggregateSettings, Validated};
@@ -24,12 +23,9 @@ impl Kind for Aggregate {
     const TYPE: &'static str = "aggregate";
     type Settings = AggregateSettings;
 
-    fn validate(
-        settings: AggregateSettings,
-        spec: &ComponentSpec,
-        _topology: &Topology,
-    ) -> Result<Aggregate, ConfigError> {
-        let settings = settings.validate()?;
+    fn validate(e: Entry<'_, AggregateSettings>) -> Result<Self, ConfigError> {
+        let spec = e.spec;
+        let settings = e.settings.validate()?;
         if spec.inputs.is_empty() {
             return Err(ConfigError::new(
                 "inputs",
@@ -46,12 +42,7 @@ impl Kind for Aggregate {
                 format!("{bad:?} is not a notification.delivered or notification.clicked topic"),
             ));
         }
-        if !spec.outputs.is_empty() {
-            return Err(ConfigError::new(
-                "outputs",
-                "aggregate writes to Postgres only; remove `outputs`",
-            ));
-        }
+        spec.require_no_outputs("aggregate", "Postgres")?;
         Ok(Aggregate {
             inputs: spec.inputs.clone(),
             group: spec.group_id(),

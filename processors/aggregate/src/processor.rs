@@ -161,17 +161,14 @@ impl Processor {
 
 #[async_trait]
 impl Handler for Processor {
-    async fn assigned(
-        &mut self,
-        partitions: &[(String, i32)],
-    ) -> Result<Vec<Position>, RuntimeError> {
-        self.load(&PartitionKey::list(partitions)).await
+    async fn assigned(&mut self, parts: &[PartitionKey]) -> Result<Vec<Position>, RuntimeError> {
+        self.load(parts).await
     }
 
-    async fn revoked(&mut self, partitions: &[(String, i32)]) -> Result<(), RuntimeError> {
+    async fn revoked(&mut self, partitions: &[PartitionKey]) -> Result<(), RuntimeError> {
         self.settle().await?;
         for p in partitions {
-            self.core.revoke(&PartitionKey::from(p));
+            self.core.revoke(p);
         }
         Ok(())
     }

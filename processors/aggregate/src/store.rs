@@ -20,7 +20,7 @@
 //! - `migrations(version)`: applied migrations.
 
 use pushflow_runtime::kafka::PartitionKey;
-use pushflow_runtime::postgres::{pg, Migration, OffsetsTable, StoredPosition};
+use pushflow_runtime::postgres::{self, pg, Migration, OffsetsTable, StoredPosition};
 use std::collections::HashMap;
 use tokio_postgres::Client;
 
@@ -92,10 +92,9 @@ fn migrations(s: &str) -> Vec<Migration> {
 /// lock so that two instances starting at once apply each exactly once
 /// ([`pushflow_runtime::postgres::migrate`]).
 pub async fn migrate(client: &mut Client, schema: &str) -> Result<(), AggregateError> {
-    pushflow_runtime::postgres::migrate(client, schema, &migrations(schema))
+    Ok(postgres::migrate(client, schema, &migrations(schema))
         .await
-        .map_err(pg("apply the aggregate migrations"))?;
-    Ok(())
+        .map(drop)?)
 }
 
 /// Stored positions of `parts` (absent: never committed).

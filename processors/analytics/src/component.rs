@@ -4,9 +4,8 @@
 //! Guarantee: see the crate doc (exactly once into Postgres).
 
 use async_trait::async_trait;
-use pushflow_runtime::component::{Component, ConfigError, Context, Kind};
+use pushflow_runtime::component::{Component, ConfigError, Context, Entry, Kind};
 use pushflow_runtime::probe::Dependency;
-use pushflow_runtime::topology::{ComponentSpec, Topology};
 use pushflow_runtime::RuntimeError;
 
 use crate::config::{AnalyticsSettings, Validated};
@@ -23,25 +22,17 @@ impl Kind for Analytics {
     const TYPE: &'static str = "analytics";
     type Settings = AnalyticsSettings;
 
-    fn validate(
-        settings: AnalyticsSettings,
-        spec: &ComponentSpec,
-        _topology: &Topology,
-    ) -> Result<Analytics, ConfigError> {
-        let settings = settings.validate()?;
+    fn validate(e: Entry<'_, AnalyticsSettings>) -> Result<Self, ConfigError> {
+        let spec = e.spec;
+        let settings = e.settings.validate()?;
         if spec.inputs.is_empty() {
             return Err(ConfigError::new(
-            "inputs",
-            "list the campaign.*, subscription.* and notification.dispatched/.failed topics to count",
-        ));
-        }
-        resolve_inputs(&spec.inputs).map_err(|e| ConfigError::new("inputs", e))?;
-        if !spec.outputs.is_empty() {
-            return Err(ConfigError::new(
-                "outputs",
-                "analytics writes to Postgres only; remove `outputs`",
+                "inputs",
+                "list the campaign.*, subscription.* and notification.dispatched/.failed topics to count",
             ));
         }
+        resolve_inputs(&spec.inputs).map_err(|e| ConfigError::new("inputs", e))?;
+        spec.require_no_outputs("analytics", "Postgres")?;
         Ok(Analytics {
             inputs: spec.inputs.clone(),
             group: spec.group_id(),

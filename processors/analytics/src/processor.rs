@@ -136,16 +136,13 @@ impl Processor {
 
 #[async_trait]
 impl Handler for Processor {
-    async fn assigned(
-        &mut self,
-        partitions: &[(String, i32)],
-    ) -> Result<Vec<Position>, RuntimeError> {
-        self.load(&PartitionKey::list(partitions)).await
+    async fn assigned(&mut self, parts: &[PartitionKey]) -> Result<Vec<Position>, RuntimeError> {
+        self.load(parts).await
     }
 
-    async fn revoked(&mut self, partitions: &[(String, i32)]) -> Result<(), RuntimeError> {
+    async fn revoked(&mut self, partitions: &[PartitionKey]) -> Result<(), RuntimeError> {
         for p in partitions {
-            self.committed.remove(&PartitionKey::from(p));
+            self.committed.remove(p);
         }
         Ok(())
     }

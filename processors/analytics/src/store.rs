@@ -21,7 +21,7 @@
 //! [`CampaignPatch::merge`]: crate::facts::CampaignPatch::merge
 
 use pushflow_runtime::kafka::PartitionKey;
-use pushflow_runtime::postgres::{pg, Migration, OffsetsTable, StoredPosition};
+use pushflow_runtime::postgres::{self, pg, Migration, OffsetsTable, StoredPosition};
 use std::collections::{HashMap, HashSet};
 use tokio_postgres::{Client, Transaction};
 
@@ -56,9 +56,8 @@ pub fn migrations(s: &str) -> Vec<Migration> {
                 id text COLLATE \"C\" NOT NULL, day date NOT NULL,
                 PRIMARY KEY (store_id, kind, id, day)) WITH (fillfactor = 100);
              COMMENT ON TABLE {s}.seen IS 'analytics dedup keys: kind 0 = a notification outcome (id = notification_id, day 1970-01-01: once ever), 1 = subscribed, 2 = expired (id = subscriber_id, per UTC day)';
-             CREATE TABLE {s}.offsets (topic text NOT NULL, partition int NOT NULL,
-                next_offset bigint NOT NULL, updated_at timestamptz NOT NULL DEFAULT now(),
-                PRIMARY KEY (topic, partition));"
+             {offsets}",
+            offsets = OffsetsTable::new(s).create_sql()
         ),
     }]
 }
@@ -66,10 +65,9 @@ pub fn migrations(s: &str) -> Vec<Migration> {
 /// Creates the schema and applies missing migrations (exactly once, under
 /// an advisory lock: see [`pushflow_runtime::postgres::migrate`]).
 pub async fn migrate(client: &mut Client, schema: &str) -> Result<(), AnalyticsError> {
-    pushflow_runtime::postgres::migrate(client, schema, &migrations(schema))
+    Ok(postgres::migrate(client, schema, &migrations(schema))
         .await
-        .map_err(pg("apply migrations"))?;
-    Ok(())
+        .map(drop)?)
 }
 
 /// Stored next offsets of `parts` (absent: never committed).

@@ -5,14 +5,13 @@
 
 use async_trait::async_trait;
 use pushflow_runtime::codec::Codec;
-use pushflow_runtime::component::{Component, ConfigError, Context, Kind};
+use pushflow_runtime::component::{Component, ConfigError, Context, Entry, Kind};
 use pushflow_runtime::http::Health;
 use pushflow_runtime::kafka::{
     run_consumer_transactional, ConsumerSettings, DeadLetters, Producer,
 };
 use pushflow_runtime::probe::Dependency;
 use pushflow_runtime::token::PingKeys;
-use pushflow_runtime::topology::{ComponentSpec, Topology};
 use pushflow_runtime::{CancellationToken, RuntimeError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -87,37 +86,23 @@ impl Kind for Dispatch {
     const TYPE: &'static str = "dispatch";
     type Settings = DispatchSettings;
 
-    fn validate(
-        raw: DispatchSettings,
-        spec: &ComponentSpec,
-        t: &Topology,
-    ) -> Result<Dispatch, ConfigError> {
-        let vapid = load_vapid_key(&raw, |k| std::env::var(k).ok())?;
-        let settings = raw.check()?;
+    fn validate(e: Entry<'_, DispatchSettings>) -> Result<Self, ConfigError> {
+        let (spec, t) = (e.spec, e.topology);
+        let vapid = load_vapid_key(&e.settings, |k| std::env::var(k).ok())?;
+        let settings = e.settings.check()?;
         let topics = Topics::default();
         let mut inputs = topics.view_inputs();
         inputs.push(topics.batches.clone());
-        for want in inputs {
-            if !spec.inputs.contains(&want) {
-                return Err(ConfigError::new(
-                    "inputs",
-                    format!("dispatch reads {want:?}; add it to inputs"),
-                ));
-            }
-        }
-        for want in [
-            &topics.batches,
-            &topics.dispatched,
-            &topics.failed,
-            &topics.subscription_expired,
-        ] {
-            if !spec.outputs.contains(want) {
-                return Err(ConfigError::new(
-                    "outputs",
-                    format!("dispatch writes {want:?}; add it to outputs"),
-                ));
-            }
-        }
+        spec.require_inputs("dispatch", &inputs)?;
+        spec.require_outputs(
+            "dispatch",
+            &[
+                &topics.batches,
+                &topics.dispatched,
+                &topics.failed,
+                &topics.subscription_expired,
+            ],
+        )?;
         let ping = PingKeys::from_env().map_err(|e| ConfigError::new("PUSHFLOW_PING_KEYS", e))?;
         let s = &t.services;
         Ok(Dispatch {
@@ -227,25 +212,23 @@ impl Dispatch {
         if let Some(h) = &health {
             h.ok(&self.name);
         }
-        let mut view_settings = ConsumerSettings::new(
+        let view_settings = ConsumerSettings::new(
             &self.name,
             &self.brokers,
             &self.group,
             self.topics.view_inputs(),
-        );
-        view_settings.passthrough = self.kafka.clone();
-        view_settings.max_batch = 5000;
+        )
+        .with(&self.kafka, 5000);
         let mut batch_settings = ConsumerSettings::new(
             &self.name,
             &self.brokers,
             &shared.batch_group,
             vec![self.topics.batches.clone()],
-        );
-        batch_settings.passthrough = self.kafka.clone();
+        )
+        .with(&self.kafka, self.settings.raw.parallel_batches);
         batch_settings
             .passthrough
             .insert("max.poll.interval.ms".into(), "900000".into());
-        batch_settings.max_batch = self.settings.raw.parallel_batches;
         // Throttled batches: a consumer group of their own, so their pacing
         // never holds up the batch loop.
         let mut paced_settings = batch_settings.clone();

@@ -82,12 +82,13 @@ pub enum DispatchError {
 }
 
 impl DispatchError {
-    /// Whether trying again later could succeed. Every Postgres failure is
-    /// taken for transient (the loops back off, warn and try again), also
-    /// those [`PgError::is_retryable`] calls permanent.
+    /// Whether trying again later could succeed. Every failure the server
+    /// answered is taken for transient (the loops back off, warn and try
+    /// again), also those [`PgError::is_retryable`] calls permanent; a
+    /// database URL or pool that cannot be built is not.
     pub fn is_retryable(&self) -> bool {
         match self {
-            DispatchError::Postgres(_) => true,
+            DispatchError::Postgres(e) => e.is_retryable() || e.code().is_some(),
             DispatchError::Runtime(e) => e.is_retryable(),
             DispatchError::Codec(e) => e.is_retryable(),
             DispatchError::Config(_)

@@ -10,7 +10,7 @@
 //! subscribers of one store in constant memory.
 
 use deadpool_postgres::Pool;
-use pushflow_runtime::postgres::{pg, PoolSettings};
+use pushflow_runtime::postgres::{pg, Migration, PoolSettings};
 use pushflow_schemas::{CampaignCreated, SubscriptionCreated, SubscriptionExpired, Urgency};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -29,8 +29,9 @@ pub enum Plan {
     Planned(Option<Cause>),
 }
 
-const SCHEMA_LOCK: i64 = 0x7075_7368_6469_7370;
-
+/// Migration 1 of the `dispatch` schema. Its statements are idempotent
+/// (`IF NOT EXISTS`): it also brings a schema created before versioned
+/// migrations up to date. Never edit it: append a migration.
 const DDL: &str = r#"
 CREATE SCHEMA IF NOT EXISTS dispatch;
 CREATE TABLE IF NOT EXISTS dispatch.subscriptions (
@@ -169,35 +170,17 @@ pub struct Store {
 impl Store {
     /// Connects (creating the database if missing) and creates the schema.
     pub async fn connect(url: &str) -> Result<Store, DispatchError> {
-        let config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| DispatchError::Config(format!("database_url: {e}")))?;
-        pushflow_runtime::postgres::ensure_database(&config)
-            .await
-            .map_err(pg("create the database"))?;
-        let pool = pushflow_runtime::postgres::pool(
-            config.clone(),
-            PoolSettings {
-                max_size: 8,
-                wait_timeout: Duration::from_secs(30),
-                create_timeout: Duration::from_secs(10),
-            },
-        )
-        .map_err(pg("build the pool"))?;
-        let mut c = pool.get().await.map_err(pg("connect"))?;
-        let tx = c
-            .transaction()
-            .await
-            .map_err(pg("begin the schema migration"))?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
-            .await
-            .map_err(pg("take the schema lock"))?;
-        tx.batch_execute(DDL)
-            .await
-            .map_err(pg("create the dispatch schema"))?;
-        tx.commit()
-            .await
-            .map_err(pg("commit the dispatch schema"))?;
+        let migrations = [Migration {
+            version: 1,
+            sql: DDL.to_string(),
+        }];
+        let settings = PoolSettings {
+            max_size: 8,
+            wait_timeout: Duration::from_secs(30),
+            create_timeout: Duration::from_secs(10),
+        };
+        let (pool, config) =
+            pushflow_runtime::postgres::open(url, settings, "dispatch", &migrations).await?;
         Ok(Store { pool, config })
     }
 

@@ -4,11 +4,10 @@
 
 use async_trait::async_trait;
 use pushflow_runtime::codec::Codec;
-use pushflow_runtime::component::{Component, ConfigError, Context, Kind};
+use pushflow_runtime::component::{Component, ConfigError, Context, Entry, Kind};
 use pushflow_runtime::http::Health;
 use pushflow_runtime::kafka::{DeadLetters, Producer};
 use pushflow_runtime::probe::Dependency;
-use pushflow_runtime::topology::{ComponentSpec, Topology};
 use pushflow_runtime::{CancellationToken, RuntimeError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -41,26 +40,17 @@ impl Kind for Scheduler {
     const TYPE: &'static str = "scheduler";
     type Settings = SchedulerSettings;
 
-    fn validate(
-        settings: SchedulerSettings,
-        spec: &ComponentSpec,
-        t: &Topology,
-    ) -> Result<Scheduler, ConfigError> {
-        let settings = settings.validate()?;
+    fn validate(e: Entry<'_, SchedulerSettings>) -> Result<Self, ConfigError> {
+        let (spec, t) = (e.spec, e.topology);
+        let settings = e.settings.validate()?;
         let topics = Topics::default();
-        for want in topics.inputs() {
-            if !spec.inputs.contains(&want) {
-                return Err(ConfigError::new(
-                    "inputs",
-                    format!("the scheduler reads {want:?}; add it to inputs"),
-                ));
-            }
-        }
-        if let Some(other) = spec.inputs.iter().find(|i| !topics.inputs().contains(i)) {
+        let inputs = topics.inputs();
+        spec.require_inputs("the scheduler", &inputs)?;
+        if let Some(other) = spec.inputs.iter().find(|i| !inputs.contains(i)) {
             return Err(ConfigError::new(
-            "inputs",
-            format!("the scheduler reads only campaign.scheduled, campaign.cancelled and campaign.launched, not {other:?}"),
-        ));
+                "inputs",
+                format!("the scheduler reads only campaign.scheduled, campaign.cancelled and campaign.launched, not {other:?}"),
+            ));
         }
         if spec.outputs != [topics.launched.clone()] {
             return Err(ConfigError::new(
@@ -133,6 +123,7 @@ impl Component for Scheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pushflow_runtime::topology::Topology;
 
     #[test]
     fn validates_the_repository_entry_and_names_wrong_fields() {

@@ -50,12 +50,6 @@ pub struct Topics {
     pub launched: String,
 }
 
-impl Default for Topics {
-    fn default() -> Self {
-        Topics::prefixed("")
-    }
-}
-
 impl Topics {
     /// Every name with `prefix` in front.
     pub fn prefixed(prefix: &str) -> Topics {
@@ -73,6 +67,13 @@ impl Topics {
             self.cancelled.clone(),
             self.launched.clone(),
         ]
+    }
+}
+
+impl Default for Topics {
+    /// The catalogue's names, unprefixed.
+    fn default() -> Self {
+        Topics::prefixed("")
     }
 }
 

@@ -78,19 +78,22 @@ use pushflow_runtime::RuntimeError;
 /// Errors of the scheduler. Each knows whether retrying can help.
 #[derive(Debug, thiserror::Error)]
 pub enum SchedulerError {
-    /// Postgres failed or refused (what was being done, and why).
-    #[error(transparent)]
-    Postgres(#[from] PgError),
-    /// Kafka or the topology failed.
-    #[error(transparent)]
-    Runtime(#[from] RuntimeError),
-    /// An event could not be encoded or decoded.
-    #[error(transparent)]
-    Codec(#[from] CodecError),
-    /// A record that decodes but cannot be used (goes to the dead-letter
-    /// topic; retrying cannot help).
+    /// A record that decodes but cannot be used: a schedule without
+    /// `send_at`, a throttle of zero (goes to the dead-letter topic;
+    /// retrying cannot help).
     #[error("{0}")]
     BadRecord(String),
+    /// Postgres failed or refused while the schedules, the offsets or the
+    /// leader lock were read or written.
+    #[error(transparent)]
+    Postgres(#[from] PgError),
+    /// Kafka (the consumer, the outbox, the read back) or the topology
+    /// failed.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// A campaign event could not be encoded or decoded.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
 }
 
 impl SchedulerError {

@@ -14,7 +14,7 @@
 
 use pushflow_runtime::kafka::outbox::Part;
 use pushflow_runtime::kafka::PartitionKey;
-use pushflow_runtime::postgres::{pg, Migration, OffsetsTable, StoredPosition};
+use pushflow_runtime::postgres::{self, pg, Migration, OffsetsTable, StoredPosition};
 use std::collections::HashMap;
 use tokio_postgres::{Client, Transaction};
 
@@ -36,9 +36,8 @@ fn migrations(s: &str) -> Vec<Migration> {
                 updated_at timestamptz NOT NULL DEFAULT now(),
                 PRIMARY KEY (store_id, campaign_id));
              CREATE INDEX schedules_pending ON {s}.schedules (send_at_ms) WHERE state = 'pending';
-             CREATE TABLE {s}.offsets (topic text NOT NULL, partition int NOT NULL,
-                next_offset bigint NOT NULL, updated_at timestamptz NOT NULL DEFAULT now(),
-                PRIMARY KEY (topic, partition));"
+             {offsets}",
+            offsets = OffsetsTable::new(s).create_sql()
         ),
     }]
 }
@@ -47,10 +46,9 @@ fn migrations(s: &str) -> Vec<Migration> {
 /// lock so that two instances starting at once apply each exactly once
 /// ([`pushflow_runtime::postgres::migrate`]).
 pub async fn migrate(client: &mut Client, schema: &str) -> Result<(), SchedulerError> {
-    pushflow_runtime::postgres::migrate(client, schema, &migrations(schema))
+    Ok(postgres::migrate(client, schema, &migrations(schema))
         .await
-        .map_err(pg("apply the scheduler migrations"))?;
-    Ok(())
+        .map(drop)?)
 }
 
 /// Tries to become the active instance: a session advisory lock, held

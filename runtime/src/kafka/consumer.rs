@@ -31,7 +31,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-use super::Producer;
+use super::{PartitionKey, Producer};
 use crate::RuntimeError;
 
 /// A record as the handler sees it (owned copies of key, value, headers).
@@ -82,13 +82,13 @@ pub trait Handler: Send {
     /// from the group's committed offsets).
     async fn assigned(
         &mut self,
-        _partitions: &[(String, i32)],
+        _partitions: &[PartitionKey],
     ) -> Result<Vec<Position>, RuntimeError> {
         Ok(Vec::new())
     }
 
     /// Partitions were revoked: drop their state.
-    async fn revoked(&mut self, _partitions: &[(String, i32)]) -> Result<(), RuntimeError> {
+    async fn revoked(&mut self, _partitions: &[PartitionKey]) -> Result<(), RuntimeError> {
         Ok(())
     }
 
@@ -131,6 +131,14 @@ pub struct ConsumerSettings {
 }
 
 impl ConsumerSettings {
+    /// With the topology's librdkafka pass-through and batches of up to
+    /// `max_batch` records.
+    pub fn with(mut self, passthrough: &BTreeMap<String, String>, max_batch: usize) -> Self {
+        self.passthrough = passthrough.clone();
+        self.max_batch = max_batch;
+        self
+    }
+
     /// Settings with defaults: batches of up to 1000 records, 50 ms wait,
     /// 1 s tick.
     pub fn new(component: &str, brokers: &str, group_id: &str, topics: Vec<String>) -> Self {
@@ -253,7 +261,7 @@ impl Loop<'_> {
                     for p in &parts {
                         self.owned.insert(p.clone(), ());
                     }
-                    for pos in handler.assigned(&parts).await? {
+                    for pos in handler.assigned(&PartitionKey::list(&parts)).await? {
                         tracing::info!(topic = %pos.topic, partition = pos.partition, offset = pos.next_offset, "resuming from the stored position");
                         self.seeks
                             .insert((pos.topic.clone(), pos.partition), (pos.next_offset, false));
@@ -270,7 +278,7 @@ impl Loop<'_> {
                             parts.remove(&p.1);
                         }
                     }
-                    handler.revoked(&parts).await?;
+                    handler.revoked(&PartitionKey::list(&parts)).await?;
                 }
             }
         }

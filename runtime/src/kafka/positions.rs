@@ -198,9 +198,8 @@ impl<S> RunOptions<S> {
     /// waiting at most 100 ms for one to fill, ticking every 200 ms.
     pub fn consumer_settings(&self, max_batch: usize) -> ConsumerSettings {
         let mut settings =
-            ConsumerSettings::new(&self.name, &self.brokers, &self.group, self.inputs.clone());
-        settings.passthrough = self.passthrough.clone();
-        settings.max_batch = max_batch;
+            ConsumerSettings::new(&self.name, &self.brokers, &self.group, self.inputs.clone())
+                .with(&self.passthrough, max_batch);
         settings.max_wait = Duration::from_millis(100);
         settings.tick = Duration::from_millis(200);
         settings

@@ -28,6 +28,9 @@ pub enum PgFailure {
     /// The pool could not be built (its settings are wrong).
     #[error(transparent)]
     Build(#[from] deadpool_postgres::BuildError),
+    /// The database URL is not a Postgres connection string.
+    #[error("not a Postgres connection URL: {0}")]
+    Url(tokio_postgres::Error),
     /// A connection that had to stay open (one holding a session lock) closed.
     #[error("the connection closed")]
     Closed,
@@ -66,9 +69,9 @@ impl PgError {
     /// Whether trying again later could succeed: yes for a lost or refused
     /// connection, a timeout, a deadlock or a server restarting; no for a
     /// statement or schema the server refuses (SQLSTATE class 42), data it
-    /// refuses (22), or a pool that cannot be built.
+    /// refuses (22), or a URL or pool that cannot be built.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self.source, PgFailure::Build(_))
+        !matches!(self.source, PgFailure::Build(_) | PgFailure::Url(_))
             && !matches!(self.sqlstate_class(), Some("42" | "22"))
     }
 }

@@ -32,6 +32,28 @@ pub struct PoolSettings {
     pub create_timeout: Duration,
 }
 
+/// Opens a component's database: parses `url`, creates the database if it
+/// is missing ([`ensure_database`]), builds the pool ([`pool`]) and applies
+/// `migrations` to `schema` ([`migrate`]). Returns the pool and the parsed
+/// config (for connections of its own, outside the pool).
+pub async fn open(
+    url: &str,
+    settings: PoolSettings,
+    schema: &str,
+    migrations: &[Migration],
+) -> Result<(Pool, Config), PgError> {
+    let config: Config = url
+        .parse()
+        .map_err(|e| PgError::new("open the database", PgFailure::Url(e)))?;
+    ensure_database(&config)
+        .await
+        .map_err(pg("create the database"))?;
+    let pool = pool(config.clone(), settings).map_err(pg("build the pool"))?;
+    let mut client = pool.get().await.map_err(pg("connect"))?;
+    migrate(&mut client, schema, migrations).await?;
+    Ok((pool, config))
+}
+
 /// A connection pool for `config` (connections are opened on first use,
 /// so this needs no running Postgres; a dropped connection is replaced).
 pub fn pool(config: Config, settings: PoolSettings) -> Result<Pool, deadpool_postgres::BuildError> {
@@ -196,6 +218,16 @@ pub struct Migration {
 /// `schema` must be a plain identifier ([`is_plain_identifier`]; the caller
 /// validates it: it is spliced into the SQL).
 pub async fn migrate(
+    client: &mut tokio_postgres::Client,
+    schema: &str,
+    migrations: &[Migration],
+) -> Result<Vec<i32>, PgError> {
+    apply(client, schema, migrations)
+        .await
+        .map_err(pg(&format!("apply the migrations of schema {schema}")))
+}
+
+async fn apply(
     client: &mut tokio_postgres::Client,
     schema: &str,
     migrations: &[Migration],

@@ -48,6 +48,21 @@ impl<'a> OffsetsTable<'a> {
         }
     }
 
+    /// The statement creating the table (for a component's first
+    /// migration).
+    pub fn create_sql(&self) -> String {
+        let watermark = match self.watermarks {
+            true => " watermark_ms bigint,",
+            false => "",
+        };
+        format!(
+            "CREATE TABLE {}.offsets (topic text NOT NULL, partition int NOT NULL,
+                next_offset bigint NOT NULL,{watermark} updated_at timestamptz NOT NULL DEFAULT now(),
+                PRIMARY KEY (topic, partition));",
+            self.schema
+        )
+    }
+
     fn columns(&self) -> &'static str {
         match self.watermarks {
             true => "o.topic, o.partition, o.next_offset, o.watermark_ms",

@@ -11,6 +11,8 @@ pub mod apply;
 mod validate;
 
 use serde::Deserialize;
+
+use crate::component::ConfigError;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -229,9 +231,7 @@ impl ComponentSpec {
     /// Parses `settings:` into a component's settings struct (which denies
     /// unknown fields); no `settings:` gives its defaults. The error names
     /// `settings`, serde's message the field inside.
-    pub fn settings<T: serde::de::DeserializeOwned + Default>(
-        &self,
-    ) -> Result<T, crate::component::ConfigError> {
+    pub fn settings<T: serde::de::DeserializeOwned + Default>(&self) -> Result<T, ConfigError> {
         if self.settings.is_null() {
             return Ok(T::default());
         }
@@ -244,6 +244,46 @@ impl ComponentSpec {
         self.group
             .clone()
             .unwrap_or_else(|| format!("pushflow-{}", self.name))
+    }
+
+    /// Refuses the entry unless `inputs` lists each of `topics` (`who`
+    /// names the component in the message).
+    pub fn require_inputs(&self, who: &str, topics: &[impl AsRef<str>]) -> Result<(), ConfigError> {
+        let listed = |t: &&_| self.inputs.iter().any(|l| l == AsRef::<str>::as_ref(*t));
+        match topics.iter().find(|t| !listed(t)) {
+            Some(t) => Err(ConfigError::new(
+                "inputs",
+                format!("{who} reads {:?}; add it to inputs", t.as_ref()),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses the entry unless `outputs` lists each of `topics`.
+    pub fn require_outputs(
+        &self,
+        who: &str,
+        topics: &[impl AsRef<str>],
+    ) -> Result<(), ConfigError> {
+        let listed = |t: &&_| self.outputs.iter().any(|l| l == AsRef::<str>::as_ref(*t));
+        match topics.iter().find(|t| !listed(t)) {
+            Some(t) => Err(ConfigError::new(
+                "outputs",
+                format!("{who} writes {:?}; add it to outputs", t.as_ref()),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses an entry with `outputs`: `who` writes only to `store`.
+    pub fn require_no_outputs(&self, who: &str, store: &str) -> Result<(), ConfigError> {
+        if self.outputs.is_empty() {
+            return Ok(());
+        }
+        Err(ConfigError::new(
+            "outputs",
+            format!("{who} writes to {store} only; remove `outputs`"),
+        ))
     }
 }
 

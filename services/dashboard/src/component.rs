@@ -3,7 +3,7 @@
 //! `settings.addr` (`PUSHFLOW_DASHBOARD_ADDR`).
 
 use async_trait::async_trait;
-use pushflow_runtime::component::{Component, ConfigError, Context, Kind};
+use pushflow_runtime::component::{Component, ConfigError, Context, Entry, Kind};
 use pushflow_runtime::http::{admin_router, bind, serve};
 use pushflow_runtime::probe::Dependency;
 use pushflow_runtime::topology::{ComponentSpec, Topology};
@@ -76,11 +76,8 @@ impl Kind for DashboardComponent {
     const SERVES_HTTP: bool = true;
     type Settings = DashboardSettings;
 
-    fn validate(
-        settings: DashboardSettings,
-        spec: &ComponentSpec,
-        t: &Topology,
-    ) -> Result<DashboardComponent, ConfigError> {
+    fn validate(e: Entry<'_, DashboardSettings>) -> Result<Self, ConfigError> {
+        let (settings, spec, t) = (e.settings, e.spec, e.topology);
         DashboardComponent::checked(settings, spec, t, |k| std::env::var(k).ok()).map_err(|e| {
             match e {
                 DashboardError::Config { field, message } => {

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use pushflow_runtime::codec::Codec;
-use pushflow_runtime::component::{Component, ConfigError, Context, Kind};
+use pushflow_runtime::component::{Component, ConfigError, Context, Entry, Kind};
 use pushflow_runtime::http::{admin_router, bind, serve};
 use pushflow_runtime::kafka::Producer;
 use pushflow_runtime::probe::Dependency;
@@ -77,11 +77,8 @@ impl Kind for IngestComponent {
     const SERVES_HTTP: bool = true;
     type Settings = IngestSettings;
 
-    fn validate(
-        settings: IngestSettings,
-        spec: &ComponentSpec,
-        t: &Topology,
-    ) -> Result<IngestComponent, ConfigError> {
+    fn validate(e: Entry<'_, IngestSettings>) -> Result<Self, ConfigError> {
+        let (settings, spec, t) = (e.settings, e.spec, e.topology);
         IngestComponent::checked(settings, spec, t, |k| std::env::var(k).ok()).map_err(
             |e| match e {
                 IngestError::Config { field, message } => ConfigError::new(field, message),

@@ -3,10 +3,10 @@
 
 use async_trait::async_trait;
 use pushflow_runtime::codec::Codec;
-use pushflow_runtime::component::{Component, ConfigError, Context, Kind};
+use pushflow_runtime::component::{Component, ConfigError, Context, Entry, Kind};
 use pushflow_runtime::http::{admin_router, bind, serve};
 use pushflow_runtime::kafka::Producer;
-use pushflow_runtime::topology::{ComponentSpec, Topology};
+
 use pushflow_runtime::RuntimeError;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,11 +23,8 @@ impl Kind for PushSimComponent {
     const SERVES_HTTP: bool = true;
     type Settings = PushSimSettings;
 
-    fn validate(
-        settings: PushSimSettings,
-        _spec: &ComponentSpec,
-        _t: &Topology,
-    ) -> Result<PushSimComponent, ConfigError> {
+    fn validate(e: Entry<'_, PushSimSettings>) -> Result<Self, ConfigError> {
+        let settings = e.settings;
         if settings.addr.parse::<std::net::SocketAddr>().is_err() {
             return Err(ConfigError::new(
                 "settings.addr",

@@ -7,10 +7,10 @@
 //! ids are never reused (see the crate doc).
 
 use async_trait::async_trait;
-use pushflow_runtime::component::{Component, ConfigError, Context, Kind};
+use pushflow_runtime::component::{Component, ConfigError, Context, Entry, Kind};
 use pushflow_runtime::http::{admin_router, bind, serve};
 use pushflow_runtime::probe::Dependency;
-use pushflow_runtime::topology::{ComponentSpec, Topology};
+
 use pushflow_runtime::RuntimeError;
 use std::time::Duration;
 
@@ -28,11 +28,8 @@ impl Kind for RegistryComponent {
     const STARTS_FIRST: bool = true;
     type Settings = RegistrySettings;
 
-    fn validate(
-        _settings: RegistrySettings,
-        _spec: &ComponentSpec,
-        t: &Topology,
-    ) -> Result<RegistryComponent, ConfigError> {
+    fn validate(e: Entry<'_, RegistrySettings>) -> Result<Self, ConfigError> {
+        let t = e.topology;
         Ok(RegistryComponent {
             addr: t.services.registry_addr.clone(),
             database_url: t.services.database_url.clone(),

@@ -55,19 +55,11 @@ const MIGRATIONS: &[(i32, &str)] = &[(
 /// Parses the URL, creates its database if missing, builds the pool and
 /// runs the migrations (all through [`pushflow_runtime::postgres`]).
 pub(crate) async fn connect(database_url: &str) -> Result<Pool, RegistryError> {
-    let config: tokio_postgres::Config = database_url
-        .parse()
-        .map_err(|e| RegistryError::InvalidDatabaseUrl(format!("{e}")))?;
-    postgres::ensure_database(&config).await?;
-    let pool = postgres::pool(
-        config,
-        PoolSettings {
-            max_size: 16,
-            wait_timeout: Duration::from_secs(10),
-            create_timeout: Duration::from_secs(10),
-        },
-    )?;
-    let mut client = pool.get().await?;
+    let settings = PoolSettings {
+        max_size: 16,
+        wait_timeout: Duration::from_secs(10),
+        create_timeout: Duration::from_secs(10),
+    };
     let all: Vec<Migration> = MIGRATIONS
         .iter()
         .map(|(version, sql)| Migration {
@@ -75,7 +67,7 @@ pub(crate) async fn connect(database_url: &str) -> Result<Pool, RegistryError> {
             sql: sql.to_string(),
         })
         .collect();
-    postgres::migrate(&mut client, "registry", &all).await?;
+    let (pool, _) = postgres::open(database_url, settings, "registry", &all).await?;
     Ok(pool)
 }
 

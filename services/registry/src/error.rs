@@ -18,22 +18,19 @@ use crate::api::json_response;
 /// a schema that breaks its subject's compatibility rule.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    /// The database URL could not be parsed as a Postgres connection string.
-    #[error("invalid database URL: {0}")]
-    InvalidDatabaseUrl(String),
-
     /// Postgres returned an error, or the connection to it failed.
     #[error("postgres error: {0}")]
     Postgres(#[from] tokio_postgres::Error),
+
+    /// Opening the database failed (creating it, the pool, the
+    /// migrations): what was being done, and why.
+    #[error(transparent)]
+    Open(#[from] pushflow_runtime::postgres::PgError),
 
     /// No pooled connection could be obtained (Postgres unreachable, pool
     /// exhausted or timed out).
     #[error("postgres pool error: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
-
-    /// The connection pool could not be built from the configuration.
-    #[error("postgres pool could not be built: {0}")]
-    PoolBuild(#[from] deadpool_postgres::BuildError),
 
     /// 40401: the subject has no (non-deleted) versions.
     #[error("Subject '{0}' not found.")]
@@ -126,6 +123,7 @@ impl RegistryError {
     pub fn is_retryable(&self) -> bool {
         match self {
             RegistryError::Postgres(e) => postgres_is_retryable(e),
+            RegistryError::Open(e) => e.is_retryable(),
             RegistryError::Pool(deadpool_postgres::PoolError::Backend(e)) => {
                 postgres_is_retryable(e)
             }
@@ -152,10 +150,7 @@ impl RegistryError {
     /// The Confluent `error_code` of the response body (50001 for store errors).
     pub fn error_code(&self) -> u32 {
         match self {
-            RegistryError::InvalidDatabaseUrl(_)
-            | RegistryError::Postgres(_)
-            | RegistryError::Pool(_)
-            | RegistryError::PoolBuild(_) => 50001,
+            RegistryError::Postgres(_) | RegistryError::Open(_) | RegistryError::Pool(_) => 50001,
             RegistryError::SubjectNotFound(_) => 40401,
             RegistryError::VersionNotFound(_) => 40402,
             RegistryError::SchemaNotFound(_) => 40403,

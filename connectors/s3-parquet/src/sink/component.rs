@@ -5,10 +5,10 @@
 
 use async_trait::async_trait;
 use pushflow_runtime::codec::RegistryResolver;
-use pushflow_runtime::component::{Component, ConfigError, Context, Kind};
-use pushflow_runtime::kafka::{run_consumer, ConsumerSettings, DeadLetters, Producer};
+use pushflow_runtime::component::{Component, ConfigError, Context, Entry, Kind};
+use pushflow_runtime::kafka::run_consumer;
 use pushflow_runtime::probe::{Dependency, Probe};
-use pushflow_runtime::topology::{ComponentSpec, Topology};
+
 use pushflow_runtime::RuntimeError;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,11 +42,8 @@ impl Kind for S3ParquetSink {
     const TYPE: &'static str = "s3-parquet";
     type Settings = SinkConfig;
 
-    fn validate(
-        config: SinkConfig,
-        spec: &ComponentSpec,
-        topology: &Topology,
-    ) -> Result<S3ParquetSink, ConfigError> {
+    fn validate(e: Entry<'_, SinkConfig>) -> Result<Self, ConfigError> {
+        let (config, spec, topology) = (e.settings, e.spec, e.topology);
         S3ParquetSink::checked(config, spec, topology)
     }
 }
@@ -68,22 +65,10 @@ impl Component for S3ParquetSink {
         let lake = Lake::open(&url, &options).map_err(|e| e.into_runtime(&name))?;
         let lake_for_probe = lake.clone();
         let resolver = Arc::new(RegistryResolver::new(&services.registry_url)?);
-        let producer = Producer::new(
-            &services.brokers,
-            &ctx.topology.kafka,
-            Duration::from_secs(30),
-        )?;
-        let dlq = DeadLetters::new(producer, name.clone());
+        let dlq = ctx.dead_letters()?;
         let mut handler = SinkHandler::new(&name, lake, self.settings.clone(), resolver, Some(dlq));
         handler.share_stats(self.stats.clone());
-        let mut cs = ConsumerSettings::new(
-            &name,
-            &services.brokers,
-            &ctx.spec.group_id(),
-            self.topics.clone(),
-        );
-        cs.passthrough = ctx.topology.kafka.clone();
-        cs.max_batch = self.settings.max_batch;
+        let mut cs = ctx.consumer_settings(self.topics.clone(), self.settings.max_batch);
         cs.max_wait = Duration::from_millis(100);
         ctx.health.ok(&name);
         ctx.watch(vec![

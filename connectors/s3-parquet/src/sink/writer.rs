@@ -36,7 +36,7 @@ use async_trait::async_trait;
 use futures::TryStreamExt;
 use object_store::path::Path;
 use pushflow_runtime::codec::{wire, CodecError, SchemaResolver};
-use pushflow_runtime::kafka::{DeadLetters, Durable, Handler, Position, Record};
+use pushflow_runtime::kafka::{DeadLetters, Durable, Handler, PartitionKey, Position, Record};
 use pushflow_runtime::RuntimeError;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -523,22 +523,22 @@ impl SinkHandler {
 impl Handler for SinkHandler {
     async fn assigned(
         &mut self,
-        partitions: &[(String, i32)],
+        partitions: &[PartitionKey],
     ) -> Result<Vec<Position>, RuntimeError> {
         for p in partitions {
-            self.parts.remove(p);
+            self.parts.remove(&(p.topic.clone(), p.partition));
         }
         Ok(Vec::new())
     }
 
-    async fn revoked(&mut self, partitions: &[(String, i32)]) -> Result<(), RuntimeError> {
+    async fn revoked(&mut self, partitions: &[PartitionKey]) -> Result<(), RuntimeError> {
         for p in partitions {
-            self.parts.remove(p);
+            self.parts.remove(&(p.topic.clone(), p.partition));
         }
         self.sealed.retain(|s| {
             !partitions
                 .iter()
-                .any(|(t, p)| *t == s.name.topic && *p == s.name.partition)
+                .any(|p| p.topic == s.name.topic && p.partition == s.name.partition)
         });
         Ok(())
     }

@@ -12,9 +12,9 @@ use crate::config::{AnalyticsSettings, Validated};
 use crate::processor::{resolve_inputs, run, RunOptions};
 
 /// A validated `analytics` component of the topology.
+/// Its group and inputs are those of the entry (`ctx.spec` at run time).
+#[derive(Debug)]
 pub struct Analytics {
-    inputs: Vec<String>,
-    group: String,
     settings: Validated,
 }
 
@@ -23,20 +23,16 @@ impl Kind for Analytics {
     type Settings = AnalyticsSettings;
 
     fn validate(e: Entry<'_, AnalyticsSettings>) -> Result<Self, ConfigError> {
-        let spec = e.spec;
-        let settings = e.settings.validate()?;
-        if spec.inputs.is_empty() {
+        e.spec.require_no_outputs("analytics", "Postgres")?;
+        if e.spec.inputs.is_empty() {
             return Err(ConfigError::new(
                 "inputs",
                 "list the campaign.*, subscription.* and notification.dispatched/.failed topics to count",
             ));
         }
-        resolve_inputs(&spec.inputs).map_err(|e| ConfigError::new("inputs", e))?;
-        spec.require_no_outputs("analytics", "Postgres")?;
+        resolve_inputs(&e.spec.inputs).map_err(|why| ConfigError::new("inputs", why))?;
         Ok(Analytics {
-            inputs: spec.inputs.clone(),
-            group: spec.group_id(),
-            settings,
+            settings: e.settings.validate()?,
         })
     }
 }
@@ -44,7 +40,8 @@ impl Kind for Analytics {
 #[async_trait]
 impl Component for Analytics {
     async fn run(self: Box<Self>, ctx: Context) -> Result<(), RuntimeError> {
-        let opts = RunOptions::live(&ctx, self.group, self.inputs, self.settings)?;
+        let (group, inputs) = (ctx.spec.group_id(), ctx.spec.inputs.clone());
+        let opts = RunOptions::live(&ctx, group, inputs, self.settings)?;
         let summary = ctx
             .supervise(
                 Dependency::processor(),

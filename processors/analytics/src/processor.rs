@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use pushflow_runtime::kafka::{
     run_consumer, DeadLetters, Durable, Handler, PartitionKey, Position, Record, StopAt,
 };
-use pushflow_runtime::postgres::Reconnecting;
+use pushflow_runtime::postgres::{OffsetsTable, Reconnecting};
 use pushflow_runtime::{CancellationToken, RuntimeError};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -64,7 +64,10 @@ impl Processor {
         let mut backoff = Duration::from_millis(100);
         let stored = loop {
             let attempt = match self.client.get().await {
-                Ok(client) => store::load_positions(client, &schema, parts).await,
+                Ok(client) => OffsetsTable::new(&schema)
+                    .load_next(client, parts)
+                    .await
+                    .map_err(AnalyticsError::from),
                 Err(e) => Err(e.into()),
             };
             match attempt {

@@ -15,7 +15,7 @@
 //! ahead of the replay.
 
 use pushflow_runtime::kafka::PartitionKey;
-use pushflow_runtime::postgres::pg;
+use pushflow_runtime::postgres::{pg, OffsetsTable};
 use pushflow_runtime::replay::{self, DiffQuery, Differences, LogEnd, Range};
 use pushflow_runtime::CancellationToken;
 use std::collections::HashMap;
@@ -120,7 +120,7 @@ async fn lead(
     ranges: &HashMap<PartitionKey, Range>,
 ) -> Result<i64, AnalyticsError> {
     let parts: Vec<PartitionKey> = ranges.keys().cloned().collect();
-    let stored = store::load_positions(client, live, &parts).await?;
+    let stored = OffsetsTable::new(live).load_next(client, &parts).await?;
     Ok(ranges
         .iter()
         .map(|(p, r)| stored.get(p).copied().unwrap_or(0).max(r.start) - r.end)

@@ -20,9 +20,8 @@
 //!
 //! [`CampaignPatch::merge`]: crate::facts::CampaignPatch::merge
 
-use pushflow_runtime::kafka::PartitionKey;
 use pushflow_runtime::postgres::{self, pg, Migration, OffsetsTable, StoredPosition};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use tokio_postgres::{Client, Transaction};
 
 use crate::tally::{deltas, Deltas, Staged};
@@ -68,19 +67,6 @@ pub async fn migrate(client: &mut Client, schema: &str) -> Result<(), AnalyticsE
     Ok(postgres::migrate(client, schema, &migrations(schema))
         .await
         .map(drop)?)
-}
-
-/// Stored next offsets of `parts` (absent: never committed).
-pub async fn load_positions(
-    client: &Client,
-    schema: &str,
-    parts: &[PartitionKey],
-) -> Result<HashMap<PartitionKey, i64>, AnalyticsError> {
-    let stored = OffsetsTable::new(schema).load(client, parts).await?;
-    Ok(stored
-        .into_iter()
-        .map(|(p, s)| (p, s.next_offset))
-        .collect())
 }
 
 /// What a committed batch did.

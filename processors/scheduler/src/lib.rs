@@ -87,13 +87,13 @@ pub enum SchedulerError {
     /// leader lock were read or written.
     #[error(transparent)]
     Postgres(#[from] PgError),
+    /// A campaign event could not be encoded or decoded.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
     /// Kafka (the consumer, the outbox, the read back) or the topology
     /// failed.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
-    /// A campaign event could not be encoded or decoded.
-    #[error(transparent)]
-    Codec(#[from] CodecError),
 }
 
 impl SchedulerError {
@@ -103,8 +103,8 @@ impl SchedulerError {
     pub fn is_retryable(&self) -> bool {
         match self {
             SchedulerError::Postgres(e) => e.is_retryable(),
-            SchedulerError::Runtime(e) => e.is_retryable(),
             SchedulerError::Codec(e) => e.is_retryable(),
+            SchedulerError::Runtime(e) => e.is_retryable(),
             SchedulerError::BadRecord(_) => false,
         }
     }

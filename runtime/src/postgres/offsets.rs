@@ -105,6 +105,20 @@ impl<'a> OffsetsTable<'a> {
         Ok(Self::read(&rows))
     }
 
+    /// The stored next offsets of `parts` (absent: never committed), for a
+    /// table without watermarks.
+    pub async fn load_next(
+        &self,
+        client: &Client,
+        parts: &[PartitionKey],
+    ) -> Result<HashMap<PartitionKey, i64>, PgError> {
+        let stored = self.load(client, parts).await?;
+        Ok(stored
+            .into_iter()
+            .map(|(p, s)| (p, s.next_offset))
+            .collect())
+    }
+
     /// Every stored position.
     pub async fn load_all(
         &self,

@@ -57,13 +57,61 @@ impl Health {
     }
 }
 
-/// Request metrics of the HTTP service `service` (`ingest`,
-/// `dashboard`): as a `middleware::from_fn_with_state(service, …)` route
+/// The metric names of one HTTP service, made once when its router is
+/// built (not per request).
+#[derive(Debug, Clone, Copy)]
+pub struct RequestMetrics {
+    service: &'static str,
+    duration: &'static str,
+    total: &'static str,
+}
+
+impl RequestMetrics {
+    /// The names of `service` (`ingest`, `dashboard`):
+    /// `pushflow_<service>_requests_total` and
+    /// `pushflow_<service>_request_duration_seconds`.
+    pub fn of(service: &'static str) -> RequestMetrics {
+        let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+        RequestMetrics {
+            service,
+            duration: leak(format!("pushflow_{service}_request_duration_seconds")),
+            total: leak(format!("pushflow_{service}_requests_total")),
+        }
+    }
+}
+
+/// The `status` label: a static string for the statuses the services
+/// answer with, so the hot path does not format one per request.
+fn status_label(status: u16) -> metrics::SharedString {
+    const KNOWN: [(u16, &str); 14] = [
+        (200, "200"),
+        (201, "201"),
+        (202, "202"),
+        (204, "204"),
+        (400, "400"),
+        (401, "401"),
+        (403, "403"),
+        (404, "404"),
+        (405, "405"),
+        (413, "413"),
+        (415, "415"),
+        (429, "429"),
+        (500, "500"),
+        (503, "503"),
+    ];
+    match KNOWN.iter().find(|(code, _)| *code == status) {
+        Some((_, label)) => metrics::SharedString::const_str(label),
+        None => metrics::SharedString::from(status.to_string()),
+    }
+}
+
+/// Request metrics of one HTTP service: as a
+/// `middleware::from_fn_with_state(RequestMetrics::of(service), …)` route
 /// layer, counts requests by route and status
 /// (`pushflow_<service>_requests_total`) and times them
 /// (`pushflow_<service>_request_duration_seconds`, by route).
 pub async fn track_requests(
-    State(service): State<&'static str>,
+    State(names): State<RequestMetrics>,
     req: Request,
     next: Next,
 ) -> Response {
@@ -76,11 +124,9 @@ pub async fn track_requests(
     let res = next.run(req).await;
     let status = res.status().as_u16();
     let elapsed = started.elapsed();
-    tracing::debug!(service, route = %route, status, elapsed_us = elapsed.as_micros() as u64, "request");
-    metrics::histogram!(format!("pushflow_{service}_request_duration_seconds"), "route" => route.clone())
-        .record(elapsed.as_secs_f64());
-    metrics::counter!(format!("pushflow_{service}_requests_total"), "route" => route, "status" => status.to_string())
-        .increment(1);
+    tracing::debug!(service = names.service, route = %route, status, elapsed_us = elapsed.as_micros() as u64, "request");
+    metrics::histogram!(names.duration, "route" => route.clone()).record(elapsed.as_secs_f64());
+    metrics::counter!(names.total, "route" => route, "status" => status_label(status)).increment(1);
     res
 }
 

@@ -140,7 +140,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/stores/{store}/billing", get(billing))
         .fallback(not_found)
         .route_layer(middleware::from_fn_with_state(
-            "dashboard",
+            pushflow_runtime::http::RequestMetrics::of("dashboard"),
             pushflow_runtime::http::track_requests,
         ))
         .with_state(app)

@@ -250,7 +250,7 @@ pub fn router(cfg: IngestConfig, deps: Deps) -> Router {
         .merge(events)
         .merge(public)
         .route_layer(middleware::from_fn_with_state(
-            "ingest",
+            pushflow_runtime::http::RequestMetrics::of("ingest"),
             pushflow_runtime::http::track_requests,
         ))
         .layer(DefaultBodyLimit::max(max_body))

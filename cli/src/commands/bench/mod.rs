@@ -5,6 +5,7 @@
 pub mod aggregate;
 pub mod dispatch;
 pub mod ingest;
+pub mod peer;
 pub mod sink;
 mod sink_in_process;
 
@@ -27,6 +28,22 @@ pub enum BenchCommand {
     /// Dispatch: encrypted, VAPID-signed pushes to push-sim on loopback,
     /// against the web-push crate used the plain way.
     Dispatch(dispatch::BenchArgs),
+    /// pushflow's aggregate beside the seed's engine (Kafka Streams,
+    /// peers/kafka-streams) on the same records: both rates, both checked
+    /// against one independent ground truth.
+    Peer(peer::PeerArgs),
+}
+
+/// A progress bar for `len` items of `what` (elapsed, rate).
+pub fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
+    let pb = indicatif::ProgressBar::new(len);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{spinner}} {what} [{{elapsed_precise}}] {{wide_bar}} {{pos}}/{{len}} ({{per_sec}})"
+        ))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    pb
 }
 
 /// What a benchmark runs against: the services of the topology when it
@@ -77,5 +94,18 @@ pub async fn run(path: &Path, cmd: BenchCommand) -> Result<(), Failure> {
             .await
             .map_err(failure),
         BenchCommand::Dispatch(args) => Ok(dispatch::run(&args).await?),
+        BenchCommand::Peer(args) => {
+            let s = Services::of(path);
+            let report = peer::bench(&s.brokers, &s.database_url, &args)
+                .await
+                .map_err(failure)?;
+            print!("{}", report.text);
+            match report.exact {
+                true => Ok(()),
+                false => {
+                    Err(anyhow::anyhow!("pushflow's totals differ from the ground truth").into())
+                }
+            }
+        }
     }
 }

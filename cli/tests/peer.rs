@@ -44,9 +44,18 @@ fn pushflow_and_kafka_streams_are_both_exact_on_the_same_records() {
             .to_string()
     };
     let ours = line("pushflow aggregate");
-    assert!(ours.contains("exact: yes (windows 0 wrong, months 0 wrong)"), "{out}");
-    assert!(ours.contains("(6000 records in"), "pushflow read every record: {out}");
+    assert!(
+        ours.contains("exact: yes (windows 0 wrong, months 0 wrong)"),
+        "{out}"
+    );
+    assert!(
+        ours.contains("(6000 records in"),
+        "pushflow read every record: {out}"
+    );
     let peer = line("Kafka Streams");
     assert!(peer.contains("exact: yes"), "{out}");
-    assert!(peer.contains("(6000 records in"), "the peer read every record: {out}");
+    assert!(
+        peer.contains("(6000 records in"),
+        "the peer read every record: {out}"
+    );
 }

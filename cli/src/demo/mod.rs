@@ -22,6 +22,7 @@
 
 mod browsers;
 mod checks;
+mod procs;
 mod report;
 mod setup;
 
@@ -38,11 +39,13 @@ pub struct DemoArgs {
     /// Simulated subscribers of the demo merchant (one notification each).
     #[arg(long, default_value_t = 10_000)]
     pub subscribers: usize,
-    /// Fraction of delivered notifications whose service worker pings.
-    #[arg(long, default_value_t = 0.97)]
+    /// Fraction of delivered notifications whose service worker pings
+    /// (the seed's peak hour: about 30 %).
+    #[arg(long, default_value_t = 0.30)]
     pub delivered: f64,
-    /// Fraction of delivered notifications that are clicked.
-    #[arg(long, default_value_t = 0.12)]
+    /// Fraction of the pinged notifications that are clicked (the seed's
+    /// peak hour: 5 % of them, 1.5 % of all notifications).
+    #[arg(long, default_value_t = 0.05)]
     pub clicked: f64,
     /// Fraction of pings a service worker sends twice (retries after a
     /// lost response).

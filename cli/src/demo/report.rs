@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use super::browsers::{Scheduled, Sent, Truth};
 use super::checks::{LakeCounts, Pushes};
+use super::procs::ProcessFigures;
 
 /// The reference peak: a million notifications in 15 minutes.
 const REFERENCE_NOTIFICATIONS: f64 = 1_000_000.0;
@@ -124,6 +125,8 @@ pub struct Report {
     /// Dead-letter topics that grew during the demo, by how much their
     /// watermarks moved.
     pub dead_letters: BTreeMap<String, i64>,
+    /// The processes the work ran in: peak memory and CPU per phase.
+    pub processes: Vec<ProcessFigures>,
     /// Whole run, seconds.
     pub total_seconds: f64,
     /// Every check and whether it held.
@@ -322,6 +325,46 @@ impl Report {
             .collect()
     }
 
+    /// What a phase moved, for its rate: (count, unit).
+    fn phase_items(&self, phase: &str) -> Option<(u64, &'static str)> {
+        let p = &self.pings;
+        let pings = p.on_time.delivered + p.on_time.clicked + p.late.delivered + p.late.clicked;
+        match phase {
+            "subscribe" => Some((self.subscribers, "subscribers")),
+            "dispatch" => Some((self.subscribers, "notifications")),
+            // Sending, and waiting until the on-time ones are billed.
+            "pings" => Some((pings, "pings")),
+            "billing" => Some((p.distinct_delivered + p.distinct_clicked, "distinct pings")),
+            "lake" => Some((self.expected_lake_rows().values().sum(), "rows")),
+            _ => None,
+        }
+    }
+
+    /// Per process: peak memory, and CPU per phase as seconds and as cores
+    /// busy over the phase's wall time.
+    fn render_processes(&self, s: &mut String) {
+        let wall: BTreeMap<&str, f64> = self.phases.iter().map(|(n, t)| (n.as_str(), *t)).collect();
+        for p in &self.processes {
+            let phases: Vec<String> = p
+                .cpu_seconds
+                .iter()
+                .map(|(n, c)| {
+                    let cores = c / wall.get(n.as_str()).copied().unwrap_or(0.0).max(1e-3);
+                    format!("{n} {c:.1} s ({cores:.2} cores)")
+                })
+                .collect();
+            let _ = writeln!(
+                s,
+                "  process       {} ({} process{}): peak {:.0} MB; CPU {}",
+                p.name,
+                p.processes,
+                if p.processes == 1 { "" } else { "es" },
+                p.peak_mb,
+                phases.join(", ")
+            );
+        }
+    }
+
     /// The report as printed.
     pub fn render(&self) -> String {
         let mut s = String::new();
@@ -392,7 +435,12 @@ impl Report {
         let phases: Vec<String> = self
             .phases
             .iter()
-            .map(|(n, t)| format!("{n} {t:.1}s"))
+            .map(|(n, t)| match self.phase_items(n) {
+                Some((items, what)) => {
+                    format!("{n} {t:.1}s ({:.0} {what}/s)", items as f64 / t.max(1e-3))
+                }
+                None => format!("{n} {t:.1}s"),
+            })
             .collect();
         let _ = writeln!(
             s,
@@ -403,6 +451,7 @@ impl Report {
         if let Some(d) = &self.dashboard {
             let _ = writeln!(s, "  dashboard     {}", d.url);
         }
+        self.render_processes(&mut s);
         let _ = writeln!(s, "  checks");
         for c in &self.checks {
             let mark = if c.ok { "ok  " } else { "FAIL" };

@@ -186,6 +186,8 @@ fn dashboard_url(topology: &Topology) -> Option<String> {
 pub async fn scenario(env: &DemoEnv, args: &DemoArgs, phases: &Phases) -> Result<Report, Failure> {
     let store_id = super::fresh_id("demo-store");
     let mut report = Report::new(&store_id, args.subscribers);
+    let procs = super::procs::Sampler::start();
+    procs.mark("start");
     let dlq_before = checks::dlq_records(&env.topology).await?;
 
     // 1. Subscribers: key pairs held by push-sim, announced on Kafka.
@@ -205,6 +207,7 @@ pub async fn scenario(env: &DemoEnv, args: &DemoArgs, phases: &Phases) -> Result
     checks::wait_active(env, &store_id, args, &bar).await?;
     bar.finish_with_message("active in dispatch");
     report.phase("subscribe", t.elapsed());
+    procs.mark("subscribe");
 
     // 2. The campaign, through the ingest API.
     let t = Instant::now();
@@ -214,6 +217,7 @@ pub async fn scenario(env: &DemoEnv, args: &DemoArgs, phases: &Phases) -> Result
     let scheduled = browsers::schedule_campaign(env, &store_id, &args.token).await?;
     report.scheduled(&scheduled);
     report.phase("campaign", t.elapsed());
+    procs.mark("campaign");
 
     // 3. Dispatch: every subscriber gets one decrypted push.
     let bar = phases.bar("dispatch", args.subscribers as u64);
@@ -222,6 +226,7 @@ pub async fn scenario(env: &DemoEnv, args: &DemoArgs, phases: &Phases) -> Result
     let took = t.elapsed();
     bar.finish_with_message("pushes received");
     report.dispatch(&pushes, took);
+    procs.mark("dispatch");
 
     // 4. Service workers ping back; the late ones after the rest counted.
     let plan = browsers::Plan::draw(&pushes.payloads, args);
@@ -237,6 +242,7 @@ pub async fn scenario(env: &DemoEnv, args: &DemoArgs, phases: &Phases) -> Result
     let sent_late = browsers::send(env, &plan.late, &bar).await?;
     bar.finish();
     report.phase("pings", t.elapsed());
+    procs.mark("pings");
     let truth = plan.truth();
     report.pings(&truth, &sent_on_time, &sent_late);
 
@@ -247,6 +253,7 @@ pub async fn scenario(env: &DemoEnv, args: &DemoArgs, phases: &Phases) -> Result
     bar.finish();
     report.pings.counted_late = checks::counted_late(env, &store_id).await?;
     report.phase("billing", t.elapsed());
+    procs.mark("billing");
     let expected = report.expected_lake_rows();
     let bar = phases.bar("lake", expected.values().sum::<u64>());
     let t = Instant::now();
@@ -254,12 +261,14 @@ pub async fn scenario(env: &DemoEnv, args: &DemoArgs, phases: &Phases) -> Result
         Some(checks::wait_lake(env, &store_id, &campaign_id, &expected, args, &bar).await?);
     bar.finish();
     report.phase("lake", t.elapsed());
+    procs.mark("lake");
     // 6. The merchant's own view: the dashboard's API shows the same.
     if let Some(base) = &env.dashboard {
         let t = Instant::now();
         report.dashboard =
             Some(checks::wait_dashboard(env, base, &report, &scheduled.campaign_id, args).await?);
         report.phase("dashboard", t.elapsed());
+        procs.mark("dashboard");
     }
     let dlq_after = checks::dlq_records(&env.topology).await?;
     report.dead_letters = dlq_after
@@ -267,6 +276,7 @@ pub async fn scenario(env: &DemoEnv, args: &DemoArgs, phases: &Phases) -> Result
         .map(|(t, n)| (t.clone(), n - dlq_before.get(t).copied().unwrap_or(0)))
         .filter(|(_, n)| *n != 0)
         .collect();
+    report.processes = procs.finish();
     report.check();
     Ok(report)
 }

@@ -8,6 +8,7 @@
 mod commands;
 mod components;
 mod demo;
+mod procs;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

@@ -22,7 +22,6 @@
 
 mod browsers;
 mod checks;
-mod procs;
 mod report;
 mod setup;
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::browsers::{Scheduled, Sent, Truth};
 use super::checks::{LakeCounts, Pushes};
-use super::procs::ProcessFigures;
+use crate::procs::ProcessFigures;
 
 /// The reference peak: a million notifications in 15 minutes.
 const REFERENCE_NOTIFICATIONS: f64 = 1_000_000.0;

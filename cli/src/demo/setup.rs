@@ -186,7 +186,7 @@ fn dashboard_url(topology: &Topology) -> Option<String> {
 pub async fn scenario(env: &DemoEnv, args: &DemoArgs, phases: &Phases) -> Result<Report, Failure> {
     let store_id = super::fresh_id("demo-store");
     let mut report = Report::new(&store_id, args.subscribers);
-    let procs = super::procs::Sampler::start();
+    let procs = crate::procs::Sampler::start();
     procs.mark("start");
     let dlq_before = checks::dlq_records(&env.topology).await?;
 

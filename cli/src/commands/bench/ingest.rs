@@ -63,6 +63,10 @@ pub struct Stats {
     pub p50_ms: f64,
     /// 99th percentile latency, ms.
     pub p99_ms: f64,
+    /// CPU µs per 2xx answer over the measured seconds, per process group
+    /// (`pushflow`: this process — the HTTP client, the server and
+    /// librdkafka; `kafka`: the broker; `postgres` is idle here).
+    pub cpu_us: BTreeMap<&'static str, f64>,
 }
 
 impl Stats {
@@ -168,10 +172,15 @@ async fn drive(
             (lat, ok, errors)
         }));
     }
+    let mut cpu_from = None;
     while Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(250)).await;
+        if cpu_from.is_none() && Instant::now() >= measure_from {
+            cpu_from = Some(crate::procs::snapshot());
+        }
         bar.set_position(started.elapsed().as_secs().min(total.as_secs()));
     }
+    let cpu_to = crate::procs::snapshot();
     let (mut lat, mut ok, mut errors) = (Vec::new(), 0, 0);
     for t in tasks {
         let (l, o, e) = t.await.map_err(fail)?;
@@ -186,12 +195,21 @@ async fn drive(
         lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
             .map_or(0.0, |v| f64::from(*v) / 1000.0)
     };
+    let cpu_from = cpu_from.unwrap_or_default();
+    let cpu_us = cpu_to
+        .iter()
+        .map(|(g, u)| {
+            let before = cpu_from.get(g).map_or(0.0, |b| b.cpu_seconds);
+            (*g, 1e6 * (u.cpu_seconds - before) / ok.max(1) as f64)
+        })
+        .collect();
     Ok(Stats {
         ok,
         errors,
         secs,
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
+        cpu_us,
     })
 }
 
@@ -289,19 +307,25 @@ impl BenchReport {
     fn print(&self) {
         let (baseline, ingest) = (&self.baseline, &self.ingest);
         println!(
-            "{:<28} {:>12} {:>9} {:>9} {:>8}",
+            "{:<28} {:>12} {:>9} {:>9} {:>8}  CPU µs per answer",
             "server", "requests/s", "p50 ms", "p99 ms", "errors"
         );
         for (name, s) in [
             ("do-nothing axum (baseline)", baseline),
             ("ingest /v1/pings (acked)", ingest),
         ] {
+            let cpu: Vec<String> = s
+                .cpu_us
+                .iter()
+                .map(|(g, us)| format!("{g} {us:.1}"))
+                .collect();
             println!(
-                "{name:<28} {:>12.0} {:>9.2} {:>9.2} {:>8}",
+                "{name:<28} {:>12.0} {:>9.2} {:>9.2} {:>8}  {}",
                 s.rate(),
                 s.p50_ms,
                 s.p99_ms,
-                s.errors
+                s.errors,
+                cpu.join(", ")
             );
         }
         println!(

@@ -1,8 +1,9 @@
-//! The processes the demo's work runs in — pushflow itself (every
-//! component and the simulated browsers and push service), the Apache
-//! Kafka broker and Postgres — read from `/proc` once a second: CPU
-//! seconds per phase and peak memory per process, so the report names the
-//! next bottleneck.
+//! The processes a run's work happens in — pushflow itself (in the demo:
+//! every component, the simulated browsers and push service), the Apache
+//! Kafka broker and Postgres — read from `/proc`: CPU seconds and memory
+//! per process group ([`snapshot`]), and for the demo a [`Sampler`] that
+//! reads them once a second for CPU per phase and peak memory, so the
+//! report names the next bottleneck.
 //!
 //! CPU is `utime + stime` of each process; for Postgres also `cutime +
 //! cstime`, so backends that ended (counted into the postmaster when it
@@ -102,10 +103,23 @@ fn memory_of(pid: u32, me: u32) -> u64 {
     pss.max(kb_field(&status, "VmHWM:"))
 }
 
-fn sample(groups: &Mutex<BTreeMap<&'static str, Group>>, me: u32) {
-    let mut now: BTreeMap<&'static str, (usize, f64, u64)> = BTreeMap::new();
+/// What a group of processes used so far.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Usage {
+    /// Processes in the group now.
+    pub processes: usize,
+    /// CPU seconds (see the module doc).
+    pub cpu_seconds: f64,
+    /// Memory now, bytes (see the module doc).
+    pub memory_bytes: u64,
+}
+
+/// Every group's usage now: `pushflow` (this process), `kafka`, `postgres`.
+pub fn snapshot() -> BTreeMap<&'static str, Usage> {
+    let me = std::process::id();
+    let mut now: BTreeMap<&'static str, Usage> = BTreeMap::new();
     let Ok(dir) = std::fs::read_dir("/proc") else {
-        return;
+        return now;
     };
     for e in dir.filter_map(Result::ok) {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
@@ -114,18 +128,23 @@ fn sample(groups: &Mutex<BTreeMap<&'static str, Group>>, me: u32) {
         let Some(g) = group_of(pid, me) else {
             continue;
         };
-        let slot = now.entry(g).or_default();
-        slot.0 += 1;
-        slot.1 += cpu_of(pid, g == "postgres");
-        slot.2 += memory_of(pid, me);
+        let u = now.entry(g).or_default();
+        u.processes += 1;
+        u.cpu_seconds += cpu_of(pid, g == "postgres");
+        u.memory_bytes += memory_of(pid, me);
     }
+    now
+}
+
+fn sample(groups: &Mutex<BTreeMap<&'static str, Group>>) {
+    let now = snapshot();
     let mut groups = groups.lock().unwrap_or_else(|p| p.into_inner());
-    for (name, (n, cpu, mem)) in now {
+    for (name, u) in now {
         let g = groups.entry(name).or_default();
-        g.processes = n;
+        g.processes = u.processes;
         // A process that ended takes its CPU with it; never go back.
-        g.cpu = g.cpu.max(cpu);
-        g.peak_bytes = g.peak_bytes.max(mem);
+        g.cpu = g.cpu.max(u.cpu_seconds);
+        g.peak_bytes = g.peak_bytes.max(u.memory_bytes);
     }
 }
 
@@ -133,12 +152,11 @@ impl Sampler {
     /// Starts sampling once a second.
     pub fn start() -> Sampler {
         let groups = Arc::new(Mutex::new(BTreeMap::new()));
-        let me = std::process::id();
         let g = groups.clone();
         let task = tokio::spawn(async move {
             loop {
                 let g = g.clone();
-                let _ = tokio::task::spawn_blocking(move || sample(&g, me)).await;
+                let _ = tokio::task::spawn_blocking(move || sample(&g)).await;
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
@@ -147,7 +165,7 @@ impl Sampler {
 
     /// Marks the end of phase `name` (samples now).
     pub fn mark(&self, name: &str) {
-        sample(&self.groups, std::process::id());
+        sample(&self.groups);
         let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
         for g in groups.values_mut() {
             let cpu = g.cpu;

@@ -55,6 +55,7 @@
 //! lateness is the same after a restart.
 
 pub mod billing;
+pub mod changelog;
 pub mod component;
 pub mod config;
 pub mod dedup;
@@ -98,6 +99,15 @@ impl AggregateError {
             AggregateError::Runtime(e) => e.is_retryable(),
             AggregateError::Kafka(_) => true,
             AggregateError::Invalid(_) => false,
+        }
+    }
+
+    /// The partitions a fenced commit found moved by another instance
+    /// (reload them and go on; see [`PgError::needs_reload`]).
+    pub fn fenced(&self) -> Option<&[pushflow_runtime::kafka::PartitionKey]> {
+        match self {
+            AggregateError::Postgres(e) => e.needs_reload(),
+            _ => None,
         }
     }
 

@@ -5,6 +5,7 @@
 use pushflow_aggregate::config::{AggregateSettings, WindowSetting};
 use pushflow_aggregate::RunOptions;
 use pushflow_runtime::codec::Codec;
+use pushflow_runtime::topology::Pings;
 use pushflow_schemas::{NotificationClicked, NotificationDelivered};
 use pushflow_testkit::RunWorld;
 use std::collections::{BTreeMap, BTreeSet};
@@ -128,6 +129,11 @@ pub async fn produce(w: &mut World, pings: &[P]) {
 }
 
 pub fn settings(max_batch: usize) -> pushflow_aggregate::config::Validated {
+    settings_with(max_batch, &Pings::default())
+}
+
+/// As [`settings`] with the topology's `pings:` (the dedup horizon).
+pub fn settings_with(max_batch: usize, pings: &Pings) -> pushflow_aggregate::config::Validated {
     AggregateSettings {
         windows: vec![
             WindowSetting {
@@ -139,12 +145,12 @@ pub fn settings(max_batch: usize) -> pushflow_aggregate::config::Validated {
                 grace: "10m".into(),
             },
         ],
-        dedup_horizon: "30m".into(),
+        dedup_horizon: None,
         max_batch,
         schema: "aggregate".into(),
         commit_connections: 2,
     }
-    .validate()
+    .validate_with(pings)
     .unwrap()
 }
 

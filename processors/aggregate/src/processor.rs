@@ -36,6 +36,10 @@ pub struct RunSummary {
     pub late: u64,
     /// Records sent to a dead-letter topic.
     pub dead_letters: u64,
+    /// Partitions loaded again after a fenced commit.
+    pub reloads: u64,
+    /// Dedup keys held in memory at the end, over all partitions.
+    pub keys_in_memory: usize,
     /// When the first committed batch started processing.
     pub first_batch: Option<std::time::Instant>,
     /// When the last batch committed.
@@ -120,6 +124,7 @@ impl Processor {
             for p in &parts {
                 self.core.revoke(p);
             }
+            self.summary.reloads += parts.len() as u64;
             let seeks = self.load(&parts).await?;
             self.seeks.extend(seeks);
         }
@@ -339,5 +344,6 @@ pub async fn run(
     };
     tracing::info!(component = %p.opts.name, schema = %p.opts.settings.schema, inputs = ?p.opts.inputs, "aggregate starting");
     run_consumer(&settings, &mut p, done).await?;
+    p.summary.keys_in_memory = p.core.dedup_size().0;
     Ok(p.summary)
 }

@@ -48,7 +48,8 @@ async fn billing_view_equals_independent_ground_truth() {
     assert_eq!(windowed + late, total);
 
     // A second run over the same log with a new consumer group (Kafka
-    // offsets lost) changes nothing: the stored offsets and `seen` hold.
+    // offsets lost) changes nothing: the stored offsets and the dedup
+    // changelog hold.
     pushflow_aggregate::run(options(&w, 1000), CancellationToken::new())
         .await
         .unwrap();

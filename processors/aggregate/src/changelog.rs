@@ -52,7 +52,12 @@ pub async fn write(tx: &Transaction<'_>, s: &str, staged: &Staged) -> Result<(),
         Vec::new(),
     );
     let (mut p_topics, mut p_parts, mut p_upto) = (Vec::new(), Vec::new(), Vec::new());
-    for ((part, at), slot) in staged.parts.iter().zip(&staged.positions).zip(&staged.slots) {
+    for ((part, at), slot) in staged
+        .parts
+        .iter()
+        .zip(&staged.positions)
+        .zip(&staged.slots)
+    {
         if let Some(upto) = slot.prune_upto {
             p_topics.push(part.topic.as_str());
             p_parts.push(part.partition);
@@ -127,7 +132,13 @@ pub async fn load(
                 next_offset: st.next_offset,
                 watermark: st.watermark_ms.unwrap_or(i64::MIN),
             });
-            (p.clone(), Loaded { stored, dedup: Dedup::default() })
+            (
+                p.clone(),
+                Loaded {
+                    stored,
+                    dedup: Dedup::default(),
+                },
+            )
         })
         .collect();
     let topics: Vec<&str> = parts.iter().map(|p| p.topic.as_str()).collect();

@@ -87,7 +87,9 @@ pub type KeyMap<V> = HashMap<Key, V, BuildHasherDefault<KeyHasher>>;
 
 /// Record time in whole seconds, rounded up (what a key keeps).
 pub fn secs_up(record_ms: i64) -> u32 {
-    (record_ms.max(0) as u64).div_ceil(1000).min(u32::MAX as u64) as u32
+    (record_ms.max(0) as u64)
+        .div_ceil(1000)
+        .min(u32::MAX as u64) as u32
 }
 
 /// Whether a key first seen at `secs` is still known when the partition's
@@ -140,7 +142,11 @@ impl Dedup {
     /// reached.
     pub fn logged(&mut self, row: LogRow) {
         self.record_ms = Some(self.record_ms().max(row.max_record_ms));
-        if self.rows.back().is_some_and(|r| r.next_offset >= row.next_offset) {
+        if self
+            .rows
+            .back()
+            .is_some_and(|r| r.next_offset >= row.next_offset)
+        {
             return;
         }
         self.rows.push_back(row);
@@ -154,7 +160,12 @@ impl Dedup {
         let now = self.record_ms?;
         let slack = horizon_ms / 64;
         let oldest = self.rows.front()?;
-        if oldest.max_record_ms.saturating_add(horizon_ms).saturating_add(slack) >= now {
+        if oldest
+            .max_record_ms
+            .saturating_add(horizon_ms)
+            .saturating_add(slack)
+            >= now
+        {
             return None;
         }
         let mut upto = None;

@@ -217,7 +217,11 @@ async fn lane(
         match result {
             Ok(committed) => {
                 for (i, batch) in group.into_iter().enumerate() {
-                    let c = if i == 0 { committed } else { Committed::default() };
+                    let c = if i == 0 {
+                        committed
+                    } else {
+                        Committed::default()
+                    };
                     let _ = report.send(Ok(Settled {
                         outcome: Outcome::Committed(c),
                         batch,

@@ -63,8 +63,8 @@ pub async fn decode(codec: &Codec, kind: PingKind, bytes: &[u8]) -> Result<Ping,
     })
 }
 
-pub use crate::dedup::{Dedup, Key};
 use crate::dedup::{alive, secs_up, KeyMap, LogRow};
+pub use crate::dedup::{Dedup, Key};
 
 /// Committed state of one input partition.
 #[derive(Debug)]
@@ -632,7 +632,13 @@ mod tests {
         // Only lane 2 has partitions: the others come back empty.
         let mut one = Staged::default();
         let slot = c.admit(&mut one, "d", 2, 9).unwrap();
-        c.stage(&mut one, slot, 9, None, ping("z", PingKind::Delivered, 1_000));
+        c.stage(
+            &mut one,
+            slot,
+            9,
+            None,
+            ping("z", PingKind::Delivered, 1_000),
+        );
         let lanes = one.split(4);
         let busy: Vec<usize> = (0..4).filter(|i| !lanes[*i].parts.is_empty()).collect();
         assert_eq!(busy, vec![2]);
@@ -709,10 +715,20 @@ mod tests {
         assert_eq!(d.counted, 1, "past t + horizon a repeat counts again");
         let mut st = Staged::default();
         let slot = c.admit(&mut st, "t", 0, 3).unwrap();
-        c.stage(&mut st, slot, 3, Some(10_000_000), ping("b", PingKind::Delivered, 5));
+        c.stage(
+            &mut st,
+            slot,
+            3,
+            Some(10_000_000),
+            ping("b", PingKind::Delivered, 5),
+        );
         c.apply(&mut st);
         assert_eq!(c.dedup_size().0, 1, "a is older than the 10-minute horizon");
-        assert_eq!(st.slots[0].prune_upto, Some(3), "changelog rows up to offset 3 go");
+        assert_eq!(
+            st.slots[0].prune_upto,
+            Some(3),
+            "changelog rows up to offset 3 go"
+        );
         assert_eq!(month_of(1_767_225_599_999), "2025-12-01");
         assert_eq!(month_of(1_767_225_600_000), "2026-01-01");
     }

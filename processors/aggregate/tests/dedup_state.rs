@@ -164,7 +164,10 @@ async fn a_stale_commit_is_refused_and_nothing_is_double_counted() {
         .await
         .unwrap_err();
     assert_eq!(e.fenced(), Some(std::slice::from_ref(&part)), "{e}");
-    assert!(!e.is_retryable(), "retrying the same transaction cannot help");
+    assert!(
+        !e.is_retryable(),
+        "retrying the same transaction cannot help"
+    );
     // A's next commit goes on; B reloads and goes on after it.
     let st = stage(&mut a, 3, &["n3"]);
     store::commit(&mut db, "aggregate", &s.windows, &st)
@@ -218,11 +221,7 @@ async fn keys_past_the_horizon_leave_memory_and_the_changelog() {
     let at = |n: &str, t: i64| (p(false, n, "s", t), t);
     let min = 60_000;
     // First run: a and c at t0, a again at t0 + 30 min (a duplicate).
-    produce_at(
-        &mut w,
-        &[at("a", t0), at("c", t0), at("a", t0 + 30 * min)],
-    )
-    .await;
+    produce_at(&mut w, &[at("a", t0), at("c", t0), at("a", t0 + 30 * min)]).await;
     let first = run(opts(&w), CancellationToken::new()).await.unwrap();
     assert_eq!((first.counted, first.duplicates), (2, 1), "{first:?}");
     // Second run (state loaded from the changelog): a at t0 + 50 min is

@@ -760,9 +760,8 @@ mod tests {
         let (tx, events) = mpsc::channel();
         let mut cfg = super::super::client_config(&settings.brokers, &BTreeMap::new());
         cfg.set("group.id", "g");
-        let consumer: StreamConsumer<LoopContext> = cfg
-            .create_with_context(LoopContext { events: tx })
-            .unwrap();
+        let consumer: StreamConsumer<LoopContext> =
+            cfg.create_with_context(LoopContext { events: tx }).unwrap();
         let mut lp = Loop {
             settings: &settings,
             consumer,
@@ -790,7 +789,10 @@ mod tests {
         lp.skip_handed(&mut batch);
         let offsets: Vec<i64> = batch.iter().map(|r| r.offset).collect();
         assert_eq!(offsets, vec![10, 11, 49]);
-        assert!(lp.seeks.is_empty(), "reaching the position ends the request");
+        assert!(
+            lp.seeks.is_empty(),
+            "reaching the position ends the request"
+        );
     }
 
     #[test]

@@ -100,8 +100,7 @@ impl PgError {
         !matches!(
             self.source,
             PgFailure::Build(_) | PgFailure::Url(_) | PgFailure::Fenced(_)
-        )
-            && !matches!(self.sqlstate_class(), Some("42" | "22"))
+        ) && !matches!(self.sqlstate_class(), Some("42" | "22"))
     }
 }
 

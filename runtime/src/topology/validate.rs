@@ -35,9 +35,8 @@ fn valid_topic_name(name: &str) -> bool {
 
 /// `pings:` parsed; the error names the file and the field.
 fn pings(path: &Path, spec: &PingsSpec) -> Result<Pings, TopologyError> {
-    let field = |f: &str, v: &str| {
-        parse_duration(v).map_err(|m| TopologyError::field(path, "pings", f, m))
-    };
+    let field =
+        |f: &str, v: &str| parse_duration(v).map_err(|m| TopologyError::field(path, "pings", f, m));
     let pings = Pings {
         token_ttl: field("token_ttl", &spec.token_ttl)?,
         clock_skew: field("clock_skew", &spec.clock_skew)?,
@@ -47,7 +46,10 @@ fn pings(path: &Path, spec: &PingsSpec) -> Result<Pings, TopologyError> {
             path,
             "pings",
             "token_ttl",
-            format!("{:?} is too short: a ping token must stay valid at least 1m (7d is the default)", spec.token_ttl),
+            format!(
+                "{:?} is too short: a ping token must stay valid at least 1m (7d is the default)",
+                spec.token_ttl
+            ),
         ));
     }
     Ok(pings)
@@ -197,7 +199,10 @@ mod tests {
             t.pings.dedup_horizon(),
             Duration::from_secs(7 * 86_400 + 600)
         );
-        let t = check(&format!("pings: {{token_ttl: 1h, clock_skew: 1m}}\n{TOPIC}")).unwrap();
+        let t = check(&format!(
+            "pings: {{token_ttl: 1h, clock_skew: 1m}}\n{TOPIC}"
+        ))
+        .unwrap();
         assert_eq!(t.pings.dedup_horizon(), Duration::from_secs(3_660));
         let e = check(&format!("pings: {{token_ttl: soon}}\n{TOPIC}")).unwrap_err();
         assert!(e.contains("topology.yaml: pings: field `token_ttl`"), "{e}");

@@ -27,7 +27,10 @@ use crate::tally::PingKind;
 
 /// A (notification_id, kind) pair as its 128-bit truncated SHA-256.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Key(pub [u32; 4]);
+pub struct Key(
+    /// The 128 bits as four little-endian words.
+    pub [u32; 4],
+);
 
 impl Key {
     /// The key of `kind` of `notification_id`.

@@ -6,7 +6,7 @@
 use pushflow_aggregate::tally::{Dedup, Key, PingKind};
 use pushflow_aggregate::{changelog, store, AggregateError};
 use pushflow_runtime::kafka::PartitionKey;
-use pushflow_runtime::postgres::PgError;
+use pushflow_runtime::postgres::pg;
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -153,7 +153,6 @@ pub async fn load_line(
 ) -> Result<String, AggregateError> {
     let mut client = store::connect(database_url).await?;
     store::migrate(&mut client, schema).await?;
-    let pg = |what: &'static str| move |e: tokio_postgres::Error| PgError::new(what, e);
     let per_row = 10_000usize;
     let rows = n.div_ceil(per_row);
     let now_ms = pushflow_schemas::now_millis();

@@ -91,6 +91,16 @@ fn migrations(s: &str) -> Vec<Migration> {
             // stays (nothing dropped) but is no longer used.
             sql: crate::changelog::create_sql(s),
         },
+        Migration {
+            version: 6,
+            // Room on every page for the next versions of its rows: a
+            // window's counts are updated by many transactions, and an
+            // update that fits on the page (HOT) writes no index entry.
+            sql: format!(
+                "ALTER TABLE {s}.window_stats SET (fillfactor = 50);
+                 ALTER TABLE {s}.monthly_totals SET (fillfactor = 50);"
+            ),
+        },
     ]
 }
 

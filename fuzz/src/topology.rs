@@ -64,6 +64,10 @@ fn refused(path: &Path, text: &str, e: &TopologyError) {
     if e.entry == "file" {
         return;
     }
+    if e.entry == "pings" {
+        assert!(e.message.starts_with("field `"), "{e}: names no field");
+        return;
+    }
     if let Some(at) = e.entry.strip_prefix("line ") {
         let (line, column) = at
             .split_once(" column ")

@@ -457,7 +457,10 @@ fn write_topology_seeds() {
     );
     seed(
         "unknown-aggregate-setting.yaml",
-        &repo.replace("dedup_horizon: 2h", "dedup_horizon: 2h\n      dedupe: true"),
+        &repo.replace(
+            "commit_connections: 2",
+            "commit_connections: 2\n      dedupe: true",
+        ),
     );
     seed(
         "dispatch-without-inputs.yaml",

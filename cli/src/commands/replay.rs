@@ -171,7 +171,7 @@ async fn aggregate(path: &Path, args: &AggregateArgs) -> Result<(), AggregateErr
         .settings()
         .map_err(|e| AggregateError::Invalid(format!("{}: {e}", spec.name)))?;
     let settings = settings
-        .validate()
+        .validate_with(&t.pings)
         .map_err(|e| AggregateError::Invalid(format!("{}: {e}", spec.name)))?;
     let into = target("aggregate", &args.into);
     AggregateSettings {

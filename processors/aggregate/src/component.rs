@@ -25,7 +25,7 @@ impl Kind for Aggregate {
 
     fn validate(e: Entry<'_, AggregateSettings>) -> Result<Self, ConfigError> {
         let spec = e.spec;
-        let settings = e.settings.validate()?;
+        let settings = e.settings.validate_with(&e.topology.pings)?;
         if spec.inputs.is_empty() {
             return Err(ConfigError::new(
                 "inputs",

@@ -1,7 +1,7 @@
 //! What `topology.yaml` says about an `aggregate` component (`settings:`).
 
 use pushflow_runtime::component::ConfigError;
-use pushflow_runtime::topology::parse_duration;
+use pushflow_runtime::topology::{parse_duration, Pings};
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -24,10 +24,12 @@ pub struct AggregateSettings {
     /// 1 h for reports).
     #[serde(default = "default_windows")]
     pub windows: Vec<WindowSetting>,
-    /// Event-time span the in-memory dedup set covers per partition; older
-    /// (notification_id, kind) pairs are checked against Postgres only.
-    #[serde(default = "default_dedup_horizon")]
-    pub dedup_horizon: String,
+    /// Removed: how long a (notification_id, kind) is remembered is now
+    /// `pings.token_ttl + pings.clock_skew` of the topology (in Kafka
+    /// record time), the lifetime dispatch gives ping tokens. Refused with
+    /// a message saying so.
+    #[serde(default)]
+    pub dedup_horizon: Option<serde_yaml::Value>,
     /// Largest batch (records) committed in one Postgres transaction.
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
@@ -37,7 +39,7 @@ pub struct AggregateSettings {
     pub schema: String,
     /// Postgres connections committing a batch at once, each for its own
     /// lane of partitions (`partition % commit_connections`); each lane's
-    /// transaction holds its partitions' deltas, `seen` rows and offsets.
+    /// transaction holds its partitions' deltas, changelog rows and offsets.
     #[serde(default = "default_commit_connections")]
     pub commit_connections: usize,
 }
@@ -54,11 +56,8 @@ fn default_windows() -> Vec<WindowSetting> {
         },
     ]
 }
-fn default_dedup_horizon() -> String {
-    "2h".into()
-}
 fn default_max_batch() -> usize {
-    10_000
+    20_000
 }
 fn default_schema() -> String {
     "aggregate".into()
@@ -71,7 +70,7 @@ impl Default for AggregateSettings {
     fn default() -> Self {
         AggregateSettings {
             windows: default_windows(),
-            dedup_horizon: default_dedup_horizon(),
+            dedup_horizon: None,
             max_batch: default_max_batch(),
             schema: default_schema(),
             commit_connections: default_commit_connections(),
@@ -93,7 +92,8 @@ pub struct Window {
 pub struct Validated {
     /// Windows, in ms.
     pub windows: Vec<Window>,
-    /// Dedup horizon in ms.
+    /// Dedup horizon in ms of record time: `pings.token_ttl +
+    /// pings.clock_skew`.
     pub dedup_horizon_ms: i64,
     /// Largest batch.
     pub max_batch: usize,
@@ -101,6 +101,10 @@ pub struct Validated {
     pub schema: String,
     /// Commit lanes (connections).
     pub commit_connections: usize,
+    /// Most queued parts a lane merges into one transaction (group commit;
+    /// [`crate::pipeline::MERGE`], not a setting: 1 turns it off, which
+    /// only the bench does to measure it).
+    pub group_commit: usize,
 }
 
 fn ms(d: Duration) -> i64 {
@@ -108,8 +112,21 @@ fn ms(d: Duration) -> i64 {
 }
 
 impl AggregateSettings {
-    /// Checks every field; the error names the field.
+    /// [`AggregateSettings::validate_with`] the default `pings:` (tools
+    /// and tests without a topology).
     pub fn validate(&self) -> Result<Validated, ConfigError> {
+        self.validate_with(&Pings::default())
+    }
+
+    /// Checks every field, taking the dedup horizon from the topology's
+    /// `pings:`; the error names the field.
+    pub fn validate_with(&self, pings: &Pings) -> Result<Validated, ConfigError> {
+        if self.dedup_horizon.is_some() {
+            return Err(ConfigError::new(
+                "settings.dedup_horizon",
+                "removed: the aggregate now remembers each (notification, kind) for `pings.token_ttl + pings.clock_skew` of record time; set `pings: {token_ttl: 7d, clock_skew: 10m}` at the top of topology.yaml instead and remove this setting",
+            ));
+        }
         if self.windows.is_empty() {
             return Err(ConfigError::new(
                 "settings.windows",
@@ -142,8 +159,6 @@ impl AggregateSettings {
                 grace_ms: ms(grace),
             });
         }
-        let horizon = parse_duration(&self.dedup_horizon)
-            .map_err(|e| ConfigError::new("settings.dedup_horizon", e))?;
         if !(1..=1_000_000).contains(&self.max_batch) {
             return Err(ConfigError::new(
                 "settings.max_batch",
@@ -162,10 +177,11 @@ impl AggregateSettings {
         pushflow_runtime::postgres::check_schema_name("settings.schema", &self.schema)?;
         Ok(Validated {
             windows,
-            dedup_horizon_ms: ms(horizon),
+            dedup_horizon_ms: ms(pings.dedup_horizon()),
             max_batch: self.max_batch,
             schema: self.schema.clone(),
             commit_connections: self.commit_connections,
+            group_commit: crate::pipeline::MERGE,
         })
     }
 }
@@ -177,10 +193,14 @@ mod tests {
     #[test]
     fn parses_settings_and_refuses_unknown_fields() {
         let s: AggregateSettings = serde_yaml::from_str(
-            "windows: [{size: 1m, grace: 5m}, {size: 1h, grace: 30m}]\ndedup_horizon: 3h\nmax_batch: 5000\n",
+            "windows: [{size: 1m, grace: 5m}, {size: 1h, grace: 30m}]\nmax_batch: 5000\n",
         )
         .unwrap();
-        let v = s.validate().unwrap();
+        let pings = Pings {
+            token_ttl: Duration::from_secs(3 * 3600),
+            clock_skew: Duration::from_secs(60),
+        };
+        let v = s.validate_with(&pings).unwrap();
         assert_eq!(
             v.windows,
             vec![
@@ -194,7 +214,11 @@ mod tests {
                 }
             ]
         );
-        assert_eq!(v.dedup_horizon_ms, 3 * 3_600_000);
+        assert_eq!(v.dedup_horizon_ms, 3 * 3_600_000 + 60_000);
+        let old: AggregateSettings = serde_yaml::from_str("dedup_horizon: 2h").unwrap();
+        let e = old.validate().unwrap_err();
+        assert_eq!(e.field, "settings.dedup_horizon");
+        assert!(e.message.contains("pings:"), "{e}");
         assert_eq!(v.max_batch, 5000);
         assert_eq!(v.schema, "aggregate");
         assert_eq!(v.commit_connections, 2);

@@ -2,49 +2,70 @@
 //! the billing view `billing_monthly_impressions`.
 //!
 //! **Guarantee (exactly once into Postgres).** Each batch's aggregate
-//! deltas, its dedup-state changes (`seen` rows, late events) and the next
-//! offsets of its partitions are committed in ONE Postgres transaction per
-//! lane of partitions (`partition % commit_connections`, default 2 lanes
-//! committing at once on their own connections; a lane's transaction holds
-//! everything of its partitions, so each is exactly-once on its own). On
-//! start and on every rebalance the processor seeks to the offsets stored
-//! in Postgres and skips any record below them, so a crash (kill -9) at any
-//! point costs only the uncommitted batches (at most [`pipeline::QUEUE`] + 1
-//! per lane), which are read and counted again after restart: totals equal
-//! those of an uninterrupted run. Kafka's own
-//! offset commits happen after the Postgres commit and are informational.
-//! Dead letters are at-least-once: a crash between the dead letter and the
-//! batch commit writes that dead letter twice. Per partition, transactions
-//! run one at a time in batch order while the next batch is fetched and
-//! decoded ([`pipeline`]); a failed transaction is retried with the same
-//! staged part, and one that can never succeed stops the processor (a
-//! restart resumes from Postgres).
+//! deltas, its dedup changelog rows (`dedup_log`) and late events, and the
+//! next offsets of its partitions are committed in ONE Postgres transaction
+//! per lane of partitions (`partition % commit_connections`, default 2
+//! lanes committing at once on their own connections; a lane merges the
+//! parts queued behind each other into one transaction — group commit —
+//! and each transaction holds everything of its partitions, so each is
+//! exactly-once on its own). On start and on every rebalance the processor
+//! loads each partition's stored offset and dedup state from Postgres in
+//! one snapshot, seeks there and skips any record below it, so a crash
+//! (kill -9) at any point costs only the uncommitted batches (at most
+//! [`pipeline::QUEUE`] + 1 per lane), which are read and counted again after
+//! restart: totals equal those of an uninterrupted run. Offsets are saved
+//! FENCED ([`pushflow_runtime::postgres::OffsetsTable::save_expecting`]):
+//! only if the stored offset is still the one this instance loaded or last
+//! committed. Two instances that briefly both hold a partition during a
+//! rebalance therefore cannot both extend it: the stale one's transaction
+//! is rolled back whole, it drops that partition's state, loads it again
+//! from Postgres and reads again from there
+//! ([`pushflow_runtime::kafka::Handler::take_seeks`]). Kafka's own offset
+//! commits happen after the Postgres commit and are informational. Dead
+//! letters are at-least-once: a crash between the dead letter and the batch
+//! commit writes that dead letter twice. A failed transaction is retried
+//! with the same staged parts; one that can never succeed stops the
+//! processor (a restart resumes from Postgres).
 //!
 //! **Distinct counting.** A (notification_id, kind) pair counts at most
-//! once, ever. The truth is the table `seen` (primary key on the pair):
-//! every batch runs one `INSERT … SELECT FROM unnest(…) ON CONFLICT DO
-//! NOTHING RETURNING`, in the batch's transaction, and counts only the
-//! pairs it returns. This is exact across restarts, replays and two
-//! instances racing on a rebalance, because Postgres decides under the
-//! primary key. In front of it, each partition keeps in memory the pairs it
-//! committed whose event time lies within `dedup_horizon` of the
-//! partition's watermark (max event time seen); a repeat found there (a
-//! retrying service worker) is dropped without a round trip. The set only
-//! holds committed pairs, so it never causes a miscount; a pair it has
-//! forgotten (older than the horizon, or after a restart) is checked
-//! against `seen` instead of counted blindly.
+//! once within the ping horizon: `pings.token_ttl + pings.clock_skew` of
+//! the topology (default 7 d + 10 min), measured in Kafka RECORD time (the
+//! time ingest produced the ping, stored in the log). Dispatch mints every
+//! ping token with `exp = issued + pings.token_ttl` and ingest refuses
+//! expired tokens, so no ping of a notification can be produced later than
+//! that after its first one (the skew covers the clocks of dispatch, ingest
+//! and the broker disagreeing): within the horizon "at most once" is "at
+//! most once, ever". Precisely: a pair first seen at record time `t`
+//! (rounded up to the second) is a duplicate while its partition's max
+//! record time is at most `t + horizon`; a repeat after that counts again.
+//! This is decided from the log alone, so a replay counts exactly as the
+//! live run did. The state lives in memory per partition ([`dedup`]: keys
+//! are the first 128 bits of SHA-256(kind ‖ notification_id); two pairs of
+//! one partition collide with probability ≈ n²/2^129 for n keys in its
+//! horizon, 1.5 × 10⁻²⁵ at 10 M) and in its changelog `dedup_log`
+//! ([`changelog`]: one row per committed transaction and partition with the
+//! batch's new keys; rows whose keys are all past the horizon are deleted
+//! inside a later batch's transaction, when the oldest row is past it). No
+//! Postgres row per event.
 //!
-//! **Memory.** Per notification in flight (a pair inside the horizon) the
-//! set holds the id twice (hash set + eviction queue) plus the table and
-//! queue slots: about 230 bytes for a 36-character id, measured by
-//! `pushflow bench aggregate` (218–240 B from 10 k to 1 M pairs, linear).
-//! The reference workload (40 M notifications on a peak day, 30 % delivered,
-//! 1.5 % clicked ≈ 12.6 M pairs a day) puts ≈ 1.05 M pairs in a 2 h
-//! horizon: ≈ 240 MB over all partitions, split across instances. The
-//! horizon only trades memory for Postgres round trips on repeats; it never
-//! changes a count, so lowering it is always safe. `seen` grows by one row
-//! per counted pair (~60 bytes + index); drop old rows only once no replay
-//! can reach them.
+//! **Upgrade from the `seen` table (migration 5).** `seen` is kept but no
+//! longer read or written; the in-memory state of a partition starts from
+//! the changelog, empty on the first start after the upgrade. So a REPEAT,
+//! after the upgrade, of a ping counted before it (a service worker
+//! retrying within its token's lifetime) counts again, once: at most one
+//! extra count per pair over the 7 days after the upgrade. Upgrade while
+//! no campaign is sending, or accept that bound (`seen` holds the pairs for
+//! a manual check).
+//!
+//! **Memory.** 20 bytes per pair in a hash table (plus its control byte and
+//! free slots) and 16 bytes per changelog row: measured by `pushflow bench
+//! aggregate`, ≈ 44 B per pair at 1 M and ≈ 35 B at 10 M pairs in one
+//! partition. The reference workload (40 M notifications on a peak day,
+//! 30 % delivered, 1.5 % clicked ≈ 12.6 M pairs a day) holds ≤ 7 × 12.6 M
+//! ≈ 88 M pairs in a 7-day horizon: ≈ 3.1 GB over all partitions, split
+//! across instances (a shorter `pings.token_ttl` shrinks it in proportion).
+//! Loading a partition reads its changelog (`pushflow bench aggregate`
+//! times 10 M pairs).
 //!
 //! **Windows.** Event-time tumbling windows per (store_id, campaign_id),
 //! several sizes at once, each with a grace period. A ping whose window
@@ -55,6 +76,7 @@
 //! lateness is the same after a restart.
 
 pub mod billing;
+pub mod changelog;
 pub mod component;
 pub mod config;
 pub mod dedup;
@@ -98,6 +120,15 @@ impl AggregateError {
             AggregateError::Runtime(e) => e.is_retryable(),
             AggregateError::Kafka(_) => true,
             AggregateError::Invalid(_) => false,
+        }
+    }
+
+    /// The partitions a fenced commit found moved by another instance
+    /// (reload them and go on; see [`PgError::needs_reload`]).
+    pub fn fenced(&self) -> Option<&[pushflow_runtime::kafka::PartitionKey]> {
+        match self {
+            AggregateError::Postgres(e) => e.needs_reload(),
+            _ => None,
         }
     }
 

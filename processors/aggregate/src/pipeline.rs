@@ -3,27 +3,32 @@
 //! transactions of earlier ones.
 //!
 //! Guarantee: partitions are split into lanes (`partition % lanes`, see
-//! [`crate::tally::Staged::split`]); a lane's part of a batch is committed
-//! in ONE transaction on the lane's own connection, holding everything of
-//! its partitions: `seen` rows, deltas, late events and offsets. A lane
-//! commits its parts one at a time, in the order they were queued, so per
-//! partition transactions run in batch order; lanes do not wait for each
-//! other, and a lane's queue holds at most [`QUEUE`] parts (the consumer
-//! hands records one partition's run at a time, so a lane may get several
-//! batches in a row while another has none). A failed transaction is
-//! retried with the SAME staged part (its `seen` check re-runs inside the
-//! new transaction) until it commits; only an error retrying cannot fix
-//! (or a shutdown) gives up: the lane stops, the processor stops, and
-//! nothing after the last commit of each partition is written — a restart
-//! resumes from the offsets in Postgres. Two lanes may update the same
-//! window and monthly rows; both lock them in key order (sorted deltas)
-//! after the `seen` insert, so they cannot deadlock (a deadlock error would
-//! be retried anyway).
+//! [`crate::tally::Staged::split`]); a lane commits its parts in the order
+//! they were queued, each in ONE transaction on the lane's own connection
+//! holding everything of its partitions: fenced offsets, changelog rows,
+//! deltas and late events. When several parts are queued, the lane merges
+//! them into one transaction (group commit: merged deltas, all positions,
+//! one changelog row per partition — fewer upserted rows per event); per
+//! partition, transactions still run in batch order. Lanes do not wait for
+//! each other, and a lane's queue holds at most [`QUEUE`] parts. A failed
+//! transaction is retried with the SAME staged parts until it commits; an
+//! error retrying cannot fix (or a shutdown) stops the lane and the
+//! processor, and nothing after the last commit of each partition is
+//! written — a restart resumes from Postgres. A FENCED transaction (another
+//! instance moved a partition's stored offset) is rolled back and its parts
+//! are reported refused; the lane then refuses every part of the same epoch
+//! still queued (they were staged on top of the refused one) until the
+//! processor has reloaded the partitions and moved to a new epoch. Two
+//! lanes may update the same window and monthly rows; both lock them in
+//! key order (sorted deltas), so they cannot deadlock (a deadlock error
+//! would be retried anyway).
 
 use pushflow_runtime::postgres::Reconnecting;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+
+use pushflow_runtime::kafka::PartitionKey;
 
 use crate::config::Window;
 use crate::store::{self, Committed};
@@ -33,23 +38,39 @@ use crate::AggregateError;
 /// Parts a lane holds queued beyond the one it is committing.
 pub const QUEUE: usize = 8;
 
-/// A staged part of a batch and what was counted while staging it.
+/// Most parts merged into one transaction.
+pub const MERGE: usize = QUEUE + 1;
+
+/// A staged part of a batch.
 #[derive(Debug)]
 pub struct Batch {
     /// The staged part.
     pub staged: Staged,
-    /// Records handled (not skipped as already committed).
-    pub handled: u64,
-    /// Records sent to a dead-letter topic.
-    pub dead: u64,
     /// When processing of the batch started.
     pub started: Instant,
+    /// The processor's epoch when staged (it moves on after a reload).
+    pub epoch: u64,
 }
 
-/// A committed part.
+/// What became of a part.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Committed; what its transaction did (a merged transaction reports
+    /// its totals with its first part, zeros with the others).
+    Committed(Committed),
+    /// Not committed: its transaction was fenced (`fenced` names the
+    /// partitions whose stored offset moved), or it was staged on top of
+    /// such a part (`fenced` empty). Its partitions must be reloaded.
+    Refused {
+        /// Partitions whose stored offset another instance moved.
+        fenced: Vec<PartitionKey>,
+    },
+}
+
+/// A part the lane is done with.
 pub struct Settled {
-    /// What the transaction did.
-    pub committed: Committed,
+    /// What became of it.
+    pub outcome: Outcome,
     /// The part.
     pub batch: Batch,
 }
@@ -67,6 +88,8 @@ pub struct Target {
     pub component: String,
     /// Gives up retrying once cancelled.
     pub shutdown: pushflow_runtime::CancellationToken,
+    /// Most parts merged into one transaction.
+    pub merge: usize,
 }
 
 /// The commit lanes: one task and connection each.
@@ -141,20 +164,87 @@ impl Lanes {
     }
 }
 
-/// One lane: commits its parts in order on its own connection; stops at
-/// the first part that cannot be committed.
+/// One lane: commits its parts in order on its own connection (merging
+/// what is queued); refuses parts of a fenced epoch; stops at the first
+/// part that cannot be committed.
 async fn lane(
     target: Target,
     mut parts: mpsc::Receiver<Batch>,
     report: mpsc::UnboundedSender<Result<Settled, AggregateError>>,
 ) {
     let mut client = Reconnecting::new(target.database_url.clone(), None);
-    while let Some(batch) = parts.recv().await {
-        let result = commit(&target, &mut client, &batch.staged).await;
-        let failed = result.is_err();
-        let _ = report.send(result.map(|committed| Settled { committed, batch }));
-        if failed {
-            return;
+    // Parts of this epoch or older are refused (a part of it was fenced).
+    let mut refused_upto: Option<u64> = None;
+    let mut carry: Option<Batch> = None;
+    loop {
+        let first = match carry.take() {
+            Some(b) => b,
+            None => match parts.recv().await {
+                Some(b) => b,
+                None => return,
+            },
+        };
+        if refused_upto.is_some_and(|e| first.epoch <= e) {
+            let refused = Outcome::Refused { fenced: Vec::new() };
+            let _ = report.send(Ok(Settled {
+                outcome: refused,
+                batch: first,
+            }));
+            continue;
+        }
+        let mut group = vec![first];
+        while group.len() < target.merge.max(1) {
+            match parts.try_recv() {
+                Ok(b) if b.epoch == group[0].epoch => group.push(b),
+                Ok(b) => {
+                    carry = Some(b);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let merged = match group.len() {
+            1 => None,
+            _ => {
+                let mut refs: Vec<&mut Staged> = group.iter_mut().map(|b| &mut b.staged).collect();
+                Some(Staged::merge(&mut refs))
+            }
+        };
+        let staged = merged.as_ref().unwrap_or(&group[0].staged);
+        metrics::histogram!("pushflow_aggregate_parts_per_transaction", "component" => target.component.clone())
+            .record(group.len() as f64);
+        let result = commit(&target, &mut client, staged).await;
+        match result {
+            Ok(committed) => {
+                for (i, batch) in group.into_iter().enumerate() {
+                    let c = if i == 0 {
+                        committed
+                    } else {
+                        Committed::default()
+                    };
+                    let _ = report.send(Ok(Settled {
+                        outcome: Outcome::Committed(c),
+                        batch,
+                    }));
+                }
+            }
+            Err(e) if e.fenced().is_some() => {
+                let fenced = e.fenced().map(<[PartitionKey]>::to_vec).unwrap_or_default();
+                tracing::warn!(component = %target.component, partitions = ?fenced, "commit fenced: another instance moved these partitions' stored offsets; rolled back, the partitions are reloaded from Postgres");
+                metrics::counter!("pushflow_aggregate_fenced_total", "component" => target.component.clone()).increment(1);
+                refused_upto = Some(group[0].epoch);
+                for (i, batch) in group.into_iter().enumerate() {
+                    let fenced = if i == 0 { fenced.clone() } else { Vec::new() };
+                    let _ = report.send(Ok(Settled {
+                        outcome: Outcome::Refused { fenced },
+                        batch,
+                    }));
+                }
+            }
+            Err(e) => {
+                let _ = report.send(Err(e));
+                return;
+            }
         }
     }
 }

@@ -3,10 +3,10 @@
 //! durable.
 //!
 //! Tables (schema `aggregate` by default, any plain schema for replays):
-//! - `seen(notification_id, kind)`: every pair ever counted. Primary key
-//!   only (fillfactor 100, no other index): one B-tree entry per pair,
-//!   compared byte by byte (`COLLATE "C"`, migration 3). On Citus it is
-//!   distributed by `notification_id`.
+//! - `dedup_log`: the changelog of the in-memory dedup state, one row per
+//!   committed transaction and partition ([`crate::changelog`], migration 5).
+//! - `seen(notification_id, kind)`: the pairs counted before migration 5,
+//!   which replaced it by `dedup_log`; kept, no longer read or written.
 //! - `window_stats(store_id, campaign_id, window_size, window_start,
 //!   delivered, clicked)`: primary key starts with `store_id` (the Citus
 //!   distribution column); index `(store_id, window_size, window_start)`
@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use tokio_postgres::Client;
 
 use crate::config::Window;
-use crate::tally::{Deltas, PartitionPosition, Staged};
+use crate::tally::{Deltas, Loaded, Staged};
 use crate::AggregateError;
 
 pub use pushflow_runtime::postgres::connect;
@@ -85,6 +85,22 @@ fn migrations(s: &str) -> Vec<Migration> {
             // timestamp once kept to find a record-batch start is unused.
             sql: format!("ALTER TABLE {s}.offsets DROP COLUMN IF EXISTS resume_ts_ms;"),
         },
+        Migration {
+            version: 5,
+            // The dedup state moves to memory with a changelog; `seen`
+            // stays (nothing dropped) but is no longer used.
+            sql: crate::changelog::create_sql(s),
+        },
+        Migration {
+            version: 6,
+            // Room on every page for the next versions of its rows: a
+            // window's counts are updated by many transactions, and an
+            // update that fits on the page (HOT) writes no index entry.
+            sql: format!(
+                "ALTER TABLE {s}.window_stats SET (fillfactor = 50);
+                 ALTER TABLE {s}.monthly_totals SET (fillfactor = 50);"
+            ),
+        },
     ]
 }
 
@@ -97,38 +113,30 @@ pub async fn migrate(client: &mut Client, schema: &str) -> Result<(), AggregateE
         .map(drop)?)
 }
 
-/// Stored positions of `parts` (absent: never committed).
-pub async fn load_positions(
-    client: &Client,
+/// Stored positions and dedup state of `parts`, in one snapshot (see
+/// [`crate::changelog::load`]).
+pub async fn load(
+    client: &mut Client,
     schema: &str,
     parts: &[PartitionKey],
-) -> Result<HashMap<PartitionKey, PartitionPosition>, AggregateError> {
-    let stored = offsets(schema).load(client, parts).await?;
-    Ok(stored
-        .into_iter()
-        .map(|(p, s)| {
-            let at = PartitionPosition {
-                next_offset: s.next_offset,
-                watermark: s.watermark_ms.unwrap_or(i64::MIN),
-            };
-            (p, at)
-        })
-        .collect())
+    horizon_ms: i64,
+) -> Result<HashMap<PartitionKey, Loaded>, AggregateError> {
+    crate::changelog::load(client, schema, parts, horizon_ms).await
 }
 
 /// What a committed batch did.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Committed {
-    /// Pings counted (first time ever).
+    /// Pings counted (first time within the horizon).
     pub counted: u64,
-    /// Candidates Postgres already had in `seen`.
-    pub duplicates: u64,
     /// (ping, window) pairs past their grace.
     pub late: u64,
 }
 
-/// Makes `staged` durable in ONE transaction: `seen` pairs, window and
-/// monthly deltas, late events and the partitions' offsets.
+/// Makes `staged` durable in ONE transaction: the fenced offsets first (a
+/// partition whose stored row moved makes the whole transaction roll back
+/// with [`PgFailure::Fenced`](pushflow_runtime::postgres::PgFailure)), then
+/// the dedup changelog, window and monthly deltas and late events.
 pub async fn commit(
     client: &mut Client,
     schema: &str,
@@ -137,51 +145,25 @@ pub async fn commit(
 ) -> Result<Committed, AggregateError> {
     let s = schema;
     let tx = client.transaction().await.map_err(pg("begin batch"))?;
-    let ids: Vec<&str> = staged
-        .candidates
+    let positions = staged
+        .parts
         .iter()
-        .map(|c| c.ping.notification_id.as_str())
-        .collect();
-    let kinds: Vec<i16> = staged
-        .candidates
-        .iter()
-        .map(|c| c.ping.kind.code())
-        .collect();
-    // The pairs Postgres inserted, borrowed from its answer (no copies).
-    let rows = match ids.is_empty() {
-        true => Vec::new(),
-        false => tx
-            .query(
-                &format!("INSERT INTO {s}.seen (notification_id, kind) SELECT * FROM unnest($1::text[], $2::smallint[])
-                          ON CONFLICT DO NOTHING RETURNING notification_id, kind"),
-                &[&ids, &kinds],
-            )
-            .await
-            .map_err(pg("insert seen pairs"))?,
-    };
-    let fresh: std::collections::HashSet<(&str, i16)> = rows
-        .iter()
-        .map(|r| (r.get::<_, &str>(0), r.get::<_, i16>(1)))
-        .collect();
-    let is_new: Vec<bool> = staged
-        .candidates
-        .iter()
-        .map(|c| fresh.contains(&(c.ping.notification_id.as_str(), c.ping.kind.code())))
-        .collect();
-    let d = crate::tally::deltas(windows, staged, &is_new);
+        .zip(&staged.positions)
+        .zip(&staged.slots)
+        .map(|((p, at), slot)| {
+            let stored = StoredPosition {
+                next_offset: at.next_offset,
+                watermark_ms: Some(at.watermark),
+            };
+            (p, stored, slot.expected)
+        });
+    offsets(s).save_expecting(&tx, positions).await?;
+    crate::changelog::write(&tx, s, staged).await?;
+    let d = crate::tally::deltas(windows, staged);
     write_deltas(&tx, s, staged, &d).await?;
-    let positions = staged.parts.iter().zip(&staged.positions).map(|(p, at)| {
-        let stored = StoredPosition {
-            next_offset: at.next_offset,
-            watermark_ms: Some(at.watermark),
-        };
-        (p, stored)
-    });
-    offsets(s).save(&tx, positions).await?;
     tx.commit().await.map_err(pg("commit batch"))?;
     Ok(Committed {
         counted: d.counted,
-        duplicates: staged.candidates.len() as u64 - d.counted,
         late: d.late.len() as u64,
     })
 }

@@ -18,7 +18,7 @@ use pushflow_runtime::kafka::PartitionKey;
 use pushflow_runtime::windows::window_start;
 pub use pushflow_runtime::windows::WindowKey;
 use pushflow_schemas::{NotificationClicked, NotificationDelivered};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use crate::config::Window;
 
@@ -63,7 +63,8 @@ pub async fn decode(codec: &Codec, kind: PingKind, bytes: &[u8]) -> Result<Ping,
     })
 }
 
-pub use crate::dedup::{Dedup, SeenKey};
+use crate::dedup::{alive, secs_up, KeyMap, LogRow};
+pub use crate::dedup::{Dedup, Key};
 
 /// Committed state of one input partition.
 #[derive(Debug)]
@@ -72,7 +73,11 @@ pub struct PartitionState {
     pub next_offset: i64,
     /// Max event time seen (i64::MIN when none).
     pub watermark: i64,
-    /// Recently committed pairs.
+    /// The stored next offset the next commit extends (what this instance
+    /// loaded or last staged for commit); `None`: no stored row yet. The
+    /// fenced save refuses a commit whose stored row moved meanwhile.
+    pub stored: Option<i64>,
+    /// The pairs first seen within the horizon (record time).
     pub dedup: Dedup,
 }
 
@@ -85,7 +90,7 @@ pub struct PartitionPosition {
     pub watermark: i64,
 }
 
-/// A ping not known to be a duplicate; Postgres decides.
+/// A ping counted for the first time (within the horizon).
 #[derive(Debug, Clone)]
 pub struct Candidate {
     /// The ping.
@@ -98,6 +103,26 @@ pub struct Candidate {
     pub offset: i64,
 }
 
+/// What a staged batch does to one partition besides its position: the
+/// changelog row it writes and the fence it must pass.
+#[derive(Debug, Clone, Default)]
+pub struct Slot {
+    /// The stored next offset this commit extends (`None`: first commit).
+    pub expected: Option<i64>,
+    /// Next offset before the batch (the changelog row's first offset).
+    pub first_offset: i64,
+    /// The partition's max record time after the batch.
+    pub record_ms: i64,
+    /// Keys first seen in the batch, with their record time (seconds).
+    pub new_keys: Vec<(Key, u32)>,
+    /// Changelog rows up to this next offset hold only forgotten keys.
+    pub prune_upto: Option<i64>,
+    /// Records of the partition handled (not skipped as committed).
+    pub handled: u64,
+    /// Of them, sent to a dead-letter topic.
+    pub dead: u64,
+}
+
 /// A batch staged against the committed state.
 #[derive(Debug, Default)]
 pub struct Staged {
@@ -105,16 +130,33 @@ pub struct Staged {
     pub parts: Vec<PartitionKey>,
     /// New position per entry of `parts`.
     pub positions: Vec<PartitionPosition>,
-    /// Pings to check against `seen`.
+    /// Changelog and fence per entry of `parts`.
+    pub slots: Vec<Slot>,
+    /// Pings counted (first time within the horizon).
     pub candidates: Vec<Candidate>,
     /// Records skipped as already committed (offset below the stored one).
     pub skipped: u64,
-    /// Duplicates found in memory (the dedup set or earlier in the batch).
+    /// Duplicates (known in memory or earlier in the batch).
     pub duplicates: u64,
-    in_batch: HashSet<SeenKey>,
+    in_batch: KeyMap<u32>,
 }
 
 impl Staged {
+    /// Records handled over all partitions.
+    pub fn handled(&self) -> u64 {
+        self.slots.iter().map(|s| s.handled).sum()
+    }
+
+    /// Records sent to a dead-letter topic over all partitions.
+    pub fn dead(&self) -> u64 {
+        self.slots.iter().map(|s| s.dead).sum()
+    }
+
+    /// Notes a record of `slot` sent to a dead-letter topic.
+    pub fn dead_letter(&mut self, slot: usize) {
+        self.slots[slot].dead += 1;
+    }
+
     /// Splits the batch into `lanes` independent batches, entry `i` for
     /// the partitions numbered `i` modulo `lanes`, each committed on its
     /// lane's own connection. A (notification_id, kind) pair always comes
@@ -131,11 +173,12 @@ impl Staged {
         let mut out: Vec<Staged> = (0..lanes).map(|_| Staged::default()).collect();
         // Where each of `self.parts` lands: (lane, index in that lane).
         let mut moved = Vec::with_capacity(self.parts.len());
-        for (i, part) in self.parts.into_iter().enumerate() {
+        for ((part, slot), at) in self.parts.into_iter().zip(self.slots).zip(self.positions) {
             let lane = &mut out[lane_of(&part)];
             moved.push((lane_of(&part), lane.parts.len()));
             lane.parts.push(part);
-            lane.positions.push(self.positions[i]);
+            lane.positions.push(at);
+            lane.slots.push(slot);
         }
         for mut c in self.candidates {
             let (lane, at) = moved[c.part];
@@ -145,6 +188,48 @@ impl Staged {
         if let Some(first) = out.iter_mut().find(|s| !s.parts.is_empty()) {
             first.skipped = self.skipped;
             first.duplicates = self.duplicates;
+        }
+        out
+    }
+
+    /// Merges staged parts committed one after the other into one (group
+    /// commit: one transaction, merged deltas, one changelog row and one
+    /// fenced position per partition). Per partition the first part's fence
+    /// and first offset and the last part's position win; candidates are
+    /// moved out of `parts`.
+    pub fn merge(parts: &mut [&mut Staged]) -> Staged {
+        let mut out = Staged::default();
+        for st in parts.iter_mut() {
+            let mut at = Vec::with_capacity(st.parts.len());
+            for (i, part) in st.parts.iter().enumerate() {
+                let j = match out.parts.iter().position(|p| p == part) {
+                    Some(j) => {
+                        let (pos, slot) = (&mut out.positions[j], &mut out.slots[j]);
+                        pos.next_offset = pos.next_offset.max(st.positions[i].next_offset);
+                        pos.watermark = pos.watermark.max(st.positions[i].watermark);
+                        let s = &st.slots[i];
+                        slot.record_ms = slot.record_ms.max(s.record_ms);
+                        slot.new_keys.extend_from_slice(&s.new_keys);
+                        slot.prune_upto = slot.prune_upto.max(s.prune_upto);
+                        slot.handled += s.handled;
+                        slot.dead += s.dead;
+                        j
+                    }
+                    None => {
+                        out.parts.push(part.clone());
+                        out.positions.push(st.positions[i]);
+                        out.slots.push(st.slots[i].clone());
+                        out.parts.len() - 1
+                    }
+                };
+                at.push(j);
+            }
+            for mut c in std::mem::take(&mut st.candidates) {
+                c.part = at[c.part];
+                out.candidates.push(c);
+            }
+            out.skipped += st.skipped;
+            out.duplicates += st.duplicates;
         }
         out
     }
@@ -206,14 +291,11 @@ pub fn month_of(ms: i64) -> String {
     format!("{:04}-{:02}-01", d.year(), d.month())
 }
 
-/// Counts the candidates Postgres reported new (`is_new[i]` for
-/// `staged.candidates[i]`) into window, monthly and late deltas.
-pub fn deltas(windows: &[Window], staged: &Staged, is_new: &[bool]) -> Deltas {
+/// Counts the candidates (each a ping counted for the first time) into
+/// window, monthly and late deltas.
+pub fn deltas(windows: &[Window], staged: &Staged) -> Deltas {
     let mut d = Deltas::default();
     for (i, c) in staged.candidates.iter().enumerate() {
-        if !is_new[i] {
-            continue;
-        }
         let p = &c.ping;
         d.counted += 1;
         let month = MonthKey {
@@ -244,8 +326,18 @@ pub struct Core {
     parts: HashMap<PartitionKey, PartitionState>,
 }
 
+/// A partition's state as loaded from Postgres (one snapshot).
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// The stored position (`None`: never committed).
+    pub stored: Option<PartitionPosition>,
+    /// The keys of its changelog within the horizon.
+    pub dedup: Dedup,
+}
+
 impl Core {
-    /// A core with no partitions.
+    /// A core with no partitions; `horizon_ms` is the topology's
+    /// `pings.token_ttl + pings.clock_skew` (see [`crate::dedup`]).
     pub fn new(windows: Vec<Window>, horizon_ms: i64) -> Core {
         Core {
             windows,
@@ -259,14 +351,25 @@ impl Core {
         &self.windows
     }
 
-    /// Takes ownership of a partition at its stored position.
-    pub fn assign(&mut self, part: PartitionKey, at: PartitionPosition) {
+    /// The dedup horizon, ms of record time.
+    pub fn horizon_ms(&self) -> i64 {
+        self.horizon_ms
+    }
+
+    /// Takes ownership of a partition: its stored position (or `start`,
+    /// the first offset to read when it has none) and its dedup state.
+    pub fn assign(&mut self, part: PartitionKey, loaded: Loaded, start: i64) {
+        let at = loaded.stored.unwrap_or(PartitionPosition {
+            next_offset: start,
+            watermark: i64::MIN,
+        });
         self.parts.insert(
             part,
             PartitionState {
                 next_offset: at.next_offset,
                 watermark: at.watermark,
-                dedup: Dedup::default(),
+                stored: loaded.stored.map(|s| s.next_offset),
+                dedup: loaded.dedup,
             },
         );
     }
@@ -286,10 +389,10 @@ impl Core {
         self.parts.get(part)
     }
 
-    /// Pairs held in memory over all partitions, and their approximate bytes.
+    /// Keys held in memory over all partitions, and their heap bytes.
     pub fn dedup_size(&self) -> (usize, usize) {
         self.parts.values().fold((0, 0), |(n, b), p| {
-            (n + p.dedup.len(), b + p.dedup.approx_bytes())
+            (n + p.dedup.len(), b + p.dedup.heap_bytes())
         })
     }
 
@@ -302,18 +405,33 @@ impl Core {
             return i;
         }
         let part = PartitionKey::new(topic, partition);
-        let pos = self.parts.get(&part).map_or(
-            PartitionPosition {
-                next_offset: 0,
-                watermark: i64::MIN,
-            },
-            |s| PartitionPosition {
-                next_offset: s.next_offset,
-                watermark: s.watermark,
-            },
-        );
+        let (pos, slot) = match self.parts.get(&part) {
+            Some(s) => (
+                PartitionPosition {
+                    next_offset: s.next_offset,
+                    watermark: s.watermark,
+                },
+                Slot {
+                    expected: s.stored,
+                    first_offset: s.next_offset,
+                    record_ms: s.dedup.record_ms(),
+                    ..Slot::default()
+                },
+            ),
+            None => (
+                PartitionPosition {
+                    next_offset: 0,
+                    watermark: i64::MIN,
+                },
+                Slot {
+                    record_ms: i64::MIN,
+                    ..Slot::default()
+                },
+            ),
+        };
         staged.parts.push(part);
         staged.positions.push(pos);
+        staged.slots.push(slot);
         staged.parts.len() - 1
     }
 
@@ -332,11 +450,20 @@ impl Core {
             return None;
         }
         staged.positions[i].next_offset = offset + 1;
+        staged.slots[i].handled += 1;
         Some(i)
     }
 
-    /// Stages an admitted ping: lateness, watermark, in-memory dedup.
-    pub fn stage(&self, staged: &mut Staged, slot: usize, offset: i64, ping: Ping) {
+    /// Stages an admitted ping of Kafka record time `record_ms` (its
+    /// event time when the record has none): lateness, watermarks, dedup.
+    pub fn stage(
+        &self,
+        staged: &mut Staged,
+        slot: usize,
+        offset: i64,
+        record_ms: Option<i64>,
+        ping: Ping,
+    ) {
         let watermark = staged.positions[slot].watermark;
         let late_for: Vec<i64> = self
             .windows
@@ -348,15 +475,26 @@ impl Core {
             .map(|w| w.size_ms)
             .collect();
         staged.positions[slot].watermark = watermark.max(ping.occurred_at);
-        let key = (ping.notification_id.clone(), ping.kind);
-        let known = self
-            .parts
-            .get(&staged.parts[slot])
-            .is_some_and(|s| s.dedup.contains(&key));
-        if known || !staged.in_batch.insert(key) {
+        let record_ms = record_ms.unwrap_or(ping.occurred_at);
+        let now = staged.slots[slot].record_ms.max(record_ms);
+        staged.slots[slot].record_ms = now;
+        let key = Key::of(ping.kind, &ping.notification_id);
+        let h = self.horizon_ms;
+        let in_batch = staged.in_batch.get(&key).copied();
+        let known = match in_batch {
+            Some(secs) => alive(secs, now, h),
+            None => self
+                .parts
+                .get(&staged.parts[slot])
+                .is_some_and(|s| s.dedup.known(&key, now, h)),
+        };
+        if known {
             staged.duplicates += 1;
             return;
         }
+        let secs = secs_up(record_ms);
+        staged.in_batch.insert(key, secs);
+        staged.slots[slot].new_keys.push((key, secs));
         staged.candidates.push(Candidate {
             ping,
             late_for,
@@ -365,40 +503,46 @@ impl Core {
         });
     }
 
-    /// Counts the candidates Postgres reported new (see [`deltas`]).
-    pub fn deltas(&self, staged: &Staged, is_new: &[bool]) -> Deltas {
-        deltas(&self.windows, staged, is_new)
+    /// Counts the candidates (see [`deltas`]).
+    pub fn deltas(&self, staged: &Staged) -> Deltas {
+        deltas(&self.windows, staged)
     }
 
-    /// Makes a staged batch the new state: positions, watermarks, and every
-    /// candidate (new or already in `seen`) into the dedup sets. Called once
-    /// the batch is handed to the (in-order) commit; if that commit can
-    /// never succeed the processor stops, so the state never outlives it.
-    pub fn apply(&mut self, staged: &Staged) {
-        for (part, at) in staged.parts.iter().zip(&staged.positions) {
+    /// Makes a staged batch the new state: positions, watermarks, fences,
+    /// new keys and changelog rows; sweeps what is past the horizon (noting
+    /// in `staged` which changelog rows its transaction deletes). Called
+    /// once the batch is handed to the (in-order) commit; if that commit
+    /// can never succeed the processor stops, and if it is fenced the
+    /// partition is loaded again, so the state never outlives it.
+    pub fn apply(&mut self, staged: &mut Staged) {
+        for ((part, at), slot) in staged
+            .parts
+            .iter()
+            .zip(&staged.positions)
+            .zip(staged.slots.iter_mut())
+        {
             let s = self
                 .parts
                 .entry(part.clone())
                 .or_insert_with(|| PartitionState {
                     next_offset: 0,
                     watermark: i64::MIN,
+                    stored: None,
                     dedup: Dedup::default(),
                 });
             s.next_offset = s.next_offset.max(at.next_offset);
             s.watermark = s.watermark.max(at.watermark);
-        }
-        for c in &staged.candidates {
-            let part = &staged.parts[c.part];
-            if let Some(s) = self.parts.get_mut(part) {
-                let key = (c.ping.notification_id.clone(), c.ping.kind);
-                s.dedup.insert(c.ping.occurred_at, key);
+            s.stored = Some(at.next_offset.max(s.stored.unwrap_or(i64::MIN)));
+            for (key, secs) in &slot.new_keys {
+                s.dedup.insert(*key, *secs);
             }
-        }
-        for s in self.parts.values_mut() {
-            if s.watermark != i64::MIN {
-                s.dedup
-                    .evict_before(s.watermark.saturating_sub(self.horizon_ms));
+            if at.next_offset > slot.first_offset {
+                s.dedup.logged(LogRow {
+                    next_offset: at.next_offset,
+                    max_record_ms: slot.record_ms,
+                });
             }
+            slot.prune_upto = s.dedup.expire(self.horizon_ms);
         }
     }
 }
@@ -428,22 +572,18 @@ mod tests {
     }
 
     fn start(core: &mut Core, topic: &str, partition: i32) {
-        let at = PartitionPosition {
-            next_offset: 0,
-            watermark: i64::MIN,
-        };
-        core.assign(PartitionKey::new(topic, partition), at);
+        core.assign(PartitionKey::new(topic, partition), Loaded::default(), 0);
     }
 
     fn run(core: &mut Core, recs: &[(i64, Ping)]) -> Deltas {
         let mut st = Staged::default();
         for (off, p) in recs {
             if let Some(slot) = core.admit(&mut st, "t", 0, *off) {
-                core.stage(&mut st, slot, *off, p.clone());
+                core.stage(&mut st, slot, *off, None, p.clone());
             }
         }
-        let d = core.deltas(&st, &vec![true; st.candidates.len()]);
-        core.apply(&st);
+        let d = core.deltas(&st);
+        core.apply(&mut st);
         d
     }
 
@@ -466,7 +606,7 @@ mod tests {
                 _ => PingKind::Delivered,
             };
             if let Some(slot) = c.admit(&mut st, topic, *part, off as i64) {
-                c.stage(&mut st, slot, off as i64, ping(n, kind, 1_000));
+                c.stage(&mut st, slot, off as i64, None, ping(n, kind, 1_000));
             }
         }
         assert_eq!((st.candidates.len(), st.duplicates), (5, 1));
@@ -492,7 +632,13 @@ mod tests {
         // Only lane 2 has partitions: the others come back empty.
         let mut one = Staged::default();
         let slot = c.admit(&mut one, "d", 2, 9).unwrap();
-        c.stage(&mut one, slot, 9, ping("z", PingKind::Delivered, 1_000));
+        c.stage(
+            &mut one,
+            slot,
+            9,
+            None,
+            ping("z", PingKind::Delivered, 1_000),
+        );
         let lanes = one.split(4);
         let busy: Vec<usize> = (0..4).filter(|i| !lanes[*i].parts.is_empty()).collect();
         assert_eq!(busy, vec![2]);
@@ -561,14 +707,28 @@ mod tests {
     fn evicts_beyond_the_horizon_and_names_months() {
         let mut c = core();
         start(&mut c, "t", 0);
-        run(
-            &mut c,
-            &[
-                (0, ping("a", PingKind::Delivered, 0)),
-                (1, ping("b", PingKind::Delivered, 10_000_000)),
-            ],
+        // Record time = event time here (no record timestamps).
+        run(&mut c, &[(0, ping("a", PingKind::Delivered, 0))]);
+        let d = run(&mut c, &[(1, ping("a", PingKind::Delivered, 600_000))]);
+        assert_eq!(d.counted, 0, "a repeat at t + horizon is a duplicate");
+        let d = run(&mut c, &[(2, ping("a", PingKind::Delivered, 600_001))]);
+        assert_eq!(d.counted, 1, "past t + horizon a repeat counts again");
+        let mut st = Staged::default();
+        let slot = c.admit(&mut st, "t", 0, 3).unwrap();
+        c.stage(
+            &mut st,
+            slot,
+            3,
+            Some(10_000_000),
+            ping("b", PingKind::Delivered, 5),
         );
+        c.apply(&mut st);
         assert_eq!(c.dedup_size().0, 1, "a is older than the 10-minute horizon");
+        assert_eq!(
+            st.slots[0].prune_upto,
+            Some(3),
+            "changelog rows up to offset 3 go"
+        );
         assert_eq!(month_of(1_767_225_599_999), "2025-12-01");
         assert_eq!(month_of(1_767_225_600_000), "2026-01-01");
     }

@@ -89,7 +89,7 @@ impl Kind for Dispatch {
     fn validate(e: Entry<'_, DispatchSettings>) -> Result<Self, ConfigError> {
         let (spec, t) = (e.spec, e.topology);
         let vapid = load_vapid_key(&e.settings, |k| std::env::var(k).ok())?;
-        let settings = e.settings.check()?;
+        let settings = e.settings.check_with(&t.pings)?;
         let topics = Topics::default();
         let mut inputs = topics.view_inputs();
         inputs.push(topics.batches.clone());

@@ -1,7 +1,7 @@
 //! `settings:` of a `dispatch` component in `topology.yaml`.
 
 use pushflow_runtime::component::ConfigError;
-use pushflow_runtime::topology::parse_duration;
+use pushflow_runtime::topology::{parse_duration, Pings};
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -39,9 +39,11 @@ pub struct DispatchSettings {
     /// Longest retry delay (and longest honoured `Retry-After`).
     #[serde(default = "default_retry_max")]
     pub retry_max: String,
-    /// How long the ping token in each payload stays valid.
-    #[serde(default = "default_ping_ttl")]
-    pub ping_token_ttl: String,
+    /// Superseded by `pings.token_ttl` of the topology (which the
+    /// aggregate reads too, to know when a notification's pings can no
+    /// longer come): still accepted only if it equals `pings.token_ttl`.
+    #[serde(default)]
+    pub ping_token_ttl: Option<String>,
     /// Batch records processed at once by one instance.
     #[serde(default = "default_parallel_batches")]
     pub parallel_batches: usize,
@@ -68,9 +70,6 @@ fn default_retry_base() -> String {
 fn default_retry_max() -> String {
     "60s".into()
 }
-fn default_ping_ttl() -> String {
-    "7d".into()
-}
 fn default_parallel_batches() -> usize {
     4
 }
@@ -88,7 +87,8 @@ pub struct Checked {
     pub retry_base: Duration,
     /// `retry_max`.
     pub retry_max: Duration,
-    /// `ping_token_ttl`.
+    /// How long the ping token in each payload stays valid: the
+    /// topology's `pings.token_ttl`.
     pub ping_token_ttl: Duration,
 }
 
@@ -106,8 +106,15 @@ impl DispatchSettings {
         serde_yaml::from_str(&format!("vapid_subject: {subject:?}")).expect("defaults parse")
     }
 
-    /// Parses durations and checks ranges; the error names the field.
+    /// [`DispatchSettings::check_with`] the default `pings:` (tests and
+    /// tools without a topology).
     pub fn check(self) -> Result<Checked, ConfigError> {
+        self.check_with(&Pings::default())
+    }
+
+    /// Parses durations and checks ranges against the topology's
+    /// `pings:`; the error names the field.
+    pub fn check_with(self, pings: &Pings) -> Result<Checked, ConfigError> {
         let f = |field: &str, m: String| ConfigError::new(format!("settings.{field}"), m);
         if self.vapid_subject.is_empty() {
             return Err(f(
@@ -148,11 +155,22 @@ impl DispatchSettings {
                 "must be between 2h and 24h (RFC 8292 allows at most 24h)".into(),
             ));
         }
+        if let Some(ttl) = &self.ping_token_ttl {
+            if d("ping_token_ttl", ttl)? != pings.token_ttl {
+                return Err(f(
+                    "ping_token_ttl",
+                    format!(
+                        "{ttl:?} differs from `pings.token_ttl` ({:?}): set `pings.token_ttl` at the top of topology.yaml instead and remove this setting (the aggregate reads the same value to know how long a notification's pings can come)",
+                        pings.token_ttl
+                    ),
+                ));
+            }
+        }
         Ok(Checked {
             request_timeout: d("request_timeout", &self.request_timeout)?,
             retry_base: d("retry_base", &self.retry_base)?,
             retry_max: d("retry_max", &self.retry_max)?,
-            ping_token_ttl: d("ping_token_ttl", &self.ping_token_ttl)?,
+            ping_token_ttl: pings.token_ttl,
             vapid_jwt_ttl,
             raw: self,
         })
@@ -186,6 +204,30 @@ mod tests {
             DispatchSettings::default().check().unwrap_err().field,
             "settings.vapid_subject"
         );
+        // The old `ping_token_ttl` is accepted only if it equals
+        // `pings.token_ttl`.
+        let mut s = DispatchSettings::with_subject("mailto:a@b");
+        s.ping_token_ttl = Some("7d".into());
+        assert!(s.clone().check().is_ok());
+        let short = Pings {
+            token_ttl: Duration::from_secs(3600),
+            ..Pings::default()
+        };
+        assert_eq!(
+            DispatchSettings::with_subject("mailto:a@b")
+                .check_with(&short)
+                .unwrap()
+                .ping_token_ttl,
+            Duration::from_secs(3600)
+        );
+        assert_eq!(
+            s.clone().check_with(&short).unwrap_err().field,
+            "settings.ping_token_ttl"
+        );
+        s.ping_token_ttl = Some("1d".into());
+        let e = s.check().unwrap_err();
+        assert_eq!(e.field, "settings.ping_token_ttl");
+        assert!(e.message.contains("set `pings.token_ttl`"), "{e}");
         let mut s = DispatchSettings::with_subject("mailto:a@b");
         s.vapid_jwt_ttl = "48h".into();
         assert_eq!(

@@ -107,6 +107,18 @@ pub trait Handler: Send {
     async fn close(&mut self) -> Result<Durable, RuntimeError> {
         Ok(Durable::Nothing)
     }
+
+    /// Positions to read again from, polled by the loop after every
+    /// `process` and `tick` (empty by default). A handler that keeps its
+    /// own offsets and found its state of a partition behind the stored one
+    /// (a fenced commit: another instance owned the partition meanwhile)
+    /// reloads that state and returns where it now stands; the loop seeks
+    /// there and hands every record from that position again, including
+    /// those it handed before (see [`Handler::assigned`] for the seek
+    /// rules).
+    fn take_seeks(&mut self) -> Vec<Position> {
+        Vec::new()
+    }
 }
 
 /// How the loop consumes.
@@ -283,6 +295,30 @@ impl Loop<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Applies the positions a handler asked to read again from
+    /// ([`Handler::take_seeks`]): for each owned partition, the seek is
+    /// queued, and the record of what was handed and is pending commit is
+    /// forgotten (the records from there on are handed again, not dropped
+    /// as second copies). Positions of partitions not owned are ignored.
+    fn request_seeks(&mut self, positions: Vec<Position>) {
+        if positions.is_empty() {
+            return;
+        }
+        for pos in positions {
+            let key = (pos.topic.clone(), pos.partition);
+            if !self.owned.contains_key(&key) {
+                continue;
+            }
+            tracing::info!(component = %self.settings.component, topic = %pos.topic, partition = pos.partition, offset = pos.next_offset, "reading again from the handler's position");
+            self.pending.remove(&key);
+            if let Some(parts) = self.handed.get_mut(&pos.topic) {
+                parts.remove(&pos.partition);
+            }
+            self.seeks.insert(key, (pos.next_offset, false));
+        }
+        self.seek_pending();
     }
 
     /// Seeks partitions to the positions their handler asked for. A
@@ -523,6 +559,10 @@ async fn run<H: Handler>(
                     if let Some(d) = durable {
                         lp.note(d, &batch);
                     }
+                    if handled {
+                        lp.mark_handed(&batch);
+                    }
+                    lp.request_seeks(handler.take_seeks());
                     handled
                 }
                 Some(p) => {
@@ -531,7 +571,9 @@ async fn run<H: Handler>(
                 }
             };
             if done {
-                lp.mark_handed(&batch);
+                if txn.is_some() {
+                    lp.mark_handed(&batch);
+                }
                 metrics::counter!("pushflow_records_in_total", "component" => component.clone())
                     .increment(n);
                 metrics::histogram!("pushflow_batch_duration_seconds", "component" => component.clone())
@@ -544,6 +586,7 @@ async fn run<H: Handler>(
                 None => {
                     let d = handler.tick().await?;
                     lp.note(d, &[]);
+                    lp.request_seeks(handler.take_seeks());
                 }
                 Some(p) => {
                     lp.transact(p, handler, Step::Tick, &shutdown).await?;
@@ -709,6 +752,47 @@ mod tests {
             timestamp_ms: None,
             headers: Vec::new(),
         }
+    }
+
+    #[tokio::test]
+    async fn a_handler_seek_reads_a_partition_again_from_its_position() {
+        let settings = ConsumerSettings::new("t", "127.0.0.1:1", "g", vec!["t".into()]);
+        let (tx, events) = mpsc::channel();
+        let mut cfg = super::super::client_config(&settings.brokers, &BTreeMap::new());
+        cfg.set("group.id", "g");
+        let consumer: StreamConsumer<LoopContext> =
+            cfg.create_with_context(LoopContext { events: tx }).unwrap();
+        let mut lp = Loop {
+            settings: &settings,
+            consumer,
+            events,
+            owned: HashMap::from([(("t".to_string(), 0), ())]),
+            pending: HashMap::from([(("t".to_string(), 0), 50)]),
+            seeks: HashMap::new(),
+            backoff: Duration::from_millis(100),
+            handed: HashMap::from([("t".to_string(), HashMap::from([(0, 50)]))]),
+        };
+        let at = |partition, next_offset| Position {
+            topic: "t".into(),
+            partition,
+            next_offset,
+        };
+        // t/1 is not owned: ignored.
+        lp.request_seeks(vec![at(0, 10), at(1, 5)]);
+        assert_eq!(lp.seeks.len(), 1);
+        assert_eq!(lp.seeks[&("t".to_string(), 0)].0, 10);
+        assert!(lp.pending.is_empty(), "no commit of the old position");
+        // Records below 10 (fetched before the seek) are dropped; 10..50,
+        // handed before, are handed again.
+        let mut batch = vec![rec(0, 8), rec(0, 10), rec(0, 11), rec(0, 49)];
+        lp.skip_sought(&mut batch);
+        lp.skip_handed(&mut batch);
+        let offsets: Vec<i64> = batch.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, vec![10, 11, 49]);
+        assert!(
+            lp.seeks.is_empty(),
+            "reaching the position ends the request"
+        );
     }
 
     #[test]

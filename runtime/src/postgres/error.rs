@@ -34,6 +34,22 @@ pub enum PgFailure {
     /// A connection that had to stay open (one holding a session lock) closed.
     #[error("the connection closed")]
     Closed,
+    /// A fenced save ([`crate::postgres::OffsetsTable::save_expecting`])
+    /// found these partitions' stored positions moved by someone else
+    /// (another instance owned them meanwhile): the transaction must be
+    /// rolled back and the partitions' state loaded again from Postgres.
+    /// Retrying the same transaction cannot help; retrying after a reload
+    /// can ([`PgError::needs_reload`]).
+    #[error("stored position moved by another instance for {}", fenced_list(.0))]
+    Fenced(Vec<crate::kafka::PartitionKey>),
+}
+
+fn fenced_list(parts: &[crate::kafka::PartitionKey]) -> String {
+    let names: Vec<String> = parts
+        .iter()
+        .map(|p| format!("{}/{}", p.topic, p.partition))
+        .collect();
+    names.join(", ")
 }
 
 /// Maps an error of the driver or the pool to a [`PgError`] saying what was
@@ -60,6 +76,15 @@ impl PgError {
         }
     }
 
+    /// The partitions a fenced save refused ([`PgFailure::Fenced`]): roll
+    /// back, load them again from Postgres, and go on from there.
+    pub fn needs_reload(&self) -> Option<&[crate::kafka::PartitionKey]> {
+        match &self.source {
+            PgFailure::Fenced(parts) => Some(parts),
+            _ => None,
+        }
+    }
+
     /// The class of [`PgError::code`]: its first two characters ("23" for
     /// an integrity constraint violation).
     pub fn sqlstate_class(&self) -> Option<&str> {
@@ -69,10 +94,13 @@ impl PgError {
     /// Whether trying again later could succeed: yes for a lost or refused
     /// connection, a timeout, a deadlock or a server restarting; no for a
     /// statement or schema the server refuses (SQLSTATE class 42), data it
-    /// refuses (22), or a URL or pool that cannot be built.
+    /// refuses (22), a URL or pool that cannot be built, or a fenced save
+    /// (which needs a reload first: [`PgError::needs_reload`]).
     pub fn is_retryable(&self) -> bool {
-        !matches!(self.source, PgFailure::Build(_) | PgFailure::Url(_))
-            && !matches!(self.sqlstate_class(), Some("42" | "22"))
+        !matches!(
+            self.source,
+            PgFailure::Build(_) | PgFailure::Url(_) | PgFailure::Fenced(_)
+        ) && !matches!(self.sqlstate_class(), Some("42" | "22"))
     }
 }
 

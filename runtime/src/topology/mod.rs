@@ -287,6 +287,67 @@ impl ComponentSpec {
     }
 }
 
+/// `pings:` as written: how long the ping tokens dispatch mints stay
+/// valid, and how far the clocks that judge them may disagree.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PingsSpec {
+    /// Lifetime of a ping token (`exp = issued + token_ttl`), e.g. `7d`.
+    #[serde(default = "default_token_ttl")]
+    pub token_ttl: String,
+    /// Clock skew allowed between dispatch (mints), ingest (refuses expired
+    /// tokens) and the broker (stamps record times), e.g. `10m`.
+    #[serde(default = "default_clock_skew")]
+    pub clock_skew: String,
+}
+
+fn default_token_ttl() -> String {
+    "7d".into()
+}
+fn default_clock_skew() -> String {
+    "10m".into()
+}
+
+impl Default for PingsSpec {
+    fn default() -> Self {
+        PingsSpec {
+            token_ttl: default_token_ttl(),
+            clock_skew: default_clock_skew(),
+        }
+    }
+}
+
+/// `pings:` checked: the one setting dispatch (which mints ping tokens)
+/// and the aggregate (which forgets a notification's pings once no valid
+/// token can bring another) both read, so they cannot disagree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pings {
+    /// Lifetime of a ping token.
+    pub token_ttl: Duration,
+    /// Clock skew allowed between the machines that mint, check and stamp.
+    pub clock_skew: Duration,
+}
+
+impl Default for Pings {
+    /// `token_ttl: 7d`, `clock_skew: 10m`.
+    fn default() -> Self {
+        Pings {
+            token_ttl: Duration::from_secs(7 * 86_400),
+            clock_skew: Duration::from_secs(600),
+        }
+    }
+}
+
+impl Pings {
+    /// How long after a notification's first ping (in Kafka record time) a
+    /// repeat of it can still arrive: `token_ttl + clock_skew`. Ingest
+    /// refuses expired tokens, so no ping of a notification is produced
+    /// later than that.
+    pub fn dedup_horizon(&self) -> Duration {
+        self.token_ttl + self.clock_skew
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TopologyFile {
@@ -294,6 +355,8 @@ struct TopologyFile {
     services: Services,
     #[serde(default)]
     kafka: BTreeMap<String, String>,
+    #[serde(default)]
+    pings: PingsSpec,
     topics: Vec<TopicSpec>,
     #[serde(default)]
     components: Vec<ComponentSpec>,
@@ -323,6 +386,8 @@ pub struct Topology {
     pub services: Services,
     /// librdkafka properties passed through to every client.
     pub kafka: BTreeMap<String, String>,
+    /// `pings:` (token lifetime and clock skew; defaults when absent).
+    pub pings: Pings,
     /// Topics, in file order.
     pub topics: Vec<Topic>,
     /// Components, in file order (their settings unchecked until the

@@ -1,7 +1,7 @@
 //! The checks `pushflow topology check` runs: pure, except reading the
 //! schema files the topology names.
 
-use super::{Topic, Topology, TopologyError, TopologyFile};
+use super::{Pings, PingsSpec, Topic, Topology, TopologyError, TopologyFile};
 use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
@@ -31,6 +31,28 @@ fn valid_topic_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// `pings:` parsed; the error names the file and the field.
+fn pings(path: &Path, spec: &PingsSpec) -> Result<Pings, TopologyError> {
+    let field =
+        |f: &str, v: &str| parse_duration(v).map_err(|m| TopologyError::field(path, "pings", f, m));
+    let pings = Pings {
+        token_ttl: field("token_ttl", &spec.token_ttl)?,
+        clock_skew: field("clock_skew", &spec.clock_skew)?,
+    };
+    if pings.token_ttl < Duration::from_secs(60) {
+        return Err(TopologyError::field(
+            path,
+            "pings",
+            "token_ttl",
+            format!(
+                "{:?} is too short: a ping token must stay valid at least 1m (7d is the default)",
+                spec.token_ttl
+            ),
+        ));
+    }
+    Ok(pings)
 }
 
 pub(super) fn validate(path: &Path, file: TopologyFile) -> Result<Topology, TopologyError> {
@@ -141,10 +163,12 @@ pub(super) fn validate(path: &Path, file: TopologyFile) -> Result<Topology, Topo
         }
     }
 
+    let pings = pings(path, &file.pings)?;
     Ok(Topology {
         path: path.to_path_buf(),
         services: file.services,
         kafka: file.kafka,
+        pings,
         topics,
         components: file.components,
     })
@@ -166,6 +190,25 @@ mod tests {
     }
 
     const TOPIC: &str = "topics:\n  - name: campaign.launched\n    key: campaign_id\n    schema: schemas/campaign.launched.avsc\n";
+
+    #[test]
+    fn pings_default_parse_and_name_the_field() {
+        let t = check(TOPIC).unwrap();
+        assert_eq!(t.pings, Pings::default());
+        assert_eq!(
+            t.pings.dedup_horizon(),
+            Duration::from_secs(7 * 86_400 + 600)
+        );
+        let t = check(&format!(
+            "pings: {{token_ttl: 1h, clock_skew: 1m}}\n{TOPIC}"
+        ))
+        .unwrap();
+        assert_eq!(t.pings.dedup_horizon(), Duration::from_secs(3_660));
+        let e = check(&format!("pings: {{token_ttl: soon}}\n{TOPIC}")).unwrap_err();
+        assert!(e.contains("topology.yaml: pings: field `token_ttl`"), "{e}");
+        let e = check(&format!("pings: {{clock_skew: 1m, ttl: 1h}}\n{TOPIC}")).unwrap_err();
+        assert!(e.contains("unknown field `ttl`"), "{e}");
+    }
 
     #[test]
     fn the_repository_topology_loads() {

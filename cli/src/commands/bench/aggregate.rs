@@ -9,14 +9,17 @@
 //!   lane and batch);
 //! - in-process core: decode + dedup + window, one thread, no I/O;
 //! - baseline: one autocommitted upsert per event, as a naive sink does it;
-//! - memory of the in-memory dedup set per distinct notification in flight.
+//! - CPU per event of Postgres, the broker and pushflow for every end-to-end
+//!   run (group commit on and off, a larger batch), from `/proc/<pid>/stat`;
+//! - memory of the dedup state per pair at 1 M and 10 M notifications, and
+//!   the time to load 10 M from `dedup_log` ([`super::aggregate_state`]).
 
 use clap::Args;
 use futures::stream::{FuturesUnordered, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
 use pushflow_aggregate::config::AggregateSettings;
 use pushflow_aggregate::processor::{run, RunOptions, StartAt};
-use pushflow_aggregate::tally::{decode, Core, Dedup, PingKind, Staged};
+use pushflow_aggregate::tally::{decode, Core, PingKind, Staged};
 use pushflow_aggregate::{store, AggregateError};
 use pushflow_runtime::codec::{Codec, InMemoryResolver};
 use pushflow_runtime::kafka::{rate::raw_consume, PartitionKey, Producer};
@@ -28,6 +31,8 @@ use rdkafka::client::DefaultClientContext;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use super::aggregate_state::{load_line, memory_line, CpuSample};
 
 /// `pushflow bench aggregate`: end-to-end and in-process throughput
 /// against the broker's raw rate and a one-upsert-per-event baseline.
@@ -45,6 +50,10 @@ pub struct BenchArgs {
     /// Commit lanes of the second end-to-end run (the first uses one).
     #[arg(long, default_value_t = 2)]
     pub commit_connections: usize,
+    /// Notifications whose state is written to and loaded from
+    /// `dedup_log` (0: skip).
+    #[arg(long, default_value_t = 10_000_000)]
+    pub load_notifications: usize,
 }
 
 const PARTITIONS: i32 = 6;
@@ -197,12 +206,12 @@ pub async fn bench(
                 let ping = decode(&codec, k, value)
                     .await
                     .map_err(pushflow_runtime::RuntimeError::from)?;
-                core.stage(&mut staged, slot, offset, ping);
+                core.stage(&mut staged, slot, offset, None, ping);
             }
         }
-        let d = core.deltas(&staged, &vec![true; staged.candidates.len()]);
+        let d = core.deltas(&staged);
         std::hint::black_box(&d);
-        core.apply(&staged);
+        core.apply(&mut staged);
     }
     let core_rate = events.len() as f64 / started.elapsed().as_secs_f64();
 
@@ -210,26 +219,33 @@ pub async fn bench(
     // connection (every batch one transaction), then with the lanes asked
     // for, each on fresh tables and its own consumer group.
     let client = store::connect(database_url).await?;
-    let mut e2e = Vec::new();
-    let mut lanes = vec![1];
-    if args.commit_connections > 1 {
-        lanes.push(args.commit_connections);
+    // (commit connections, group commit, batch size).
+    let n = args.commit_connections.max(1);
+    let mut variants = vec![(1, true, args.max_batch)];
+    if n > 1 {
+        variants.push((n, false, args.max_batch));
     }
-    for n in lanes {
-        let settings = AggregateSettings {
-            max_batch: args.max_batch,
-            schema: format!("aggregate_bench_{stamp}_{n}"),
+    variants.push((n, true, args.max_batch));
+    variants.push((n, true, args.max_batch * 2));
+    let mut e2e = Vec::new();
+    for (i, (n, group, max_batch)) in variants.iter().copied().enumerate() {
+        let mut settings = AggregateSettings {
+            max_batch,
+            schema: format!("aggregate_bench_{stamp}_{i}"),
             commit_connections: n,
             ..AggregateSettings::default()
         }
         .validate()
         .map_err(|e| AggregateError::Invalid(e.to_string()))?;
+        if !group {
+            settings.group_commit = 1;
+        }
         let pb = bar(events.len() as u64, &format!("aggregate ({n} conn)"));
         let opts = RunOptions {
             name: "aggregate-bench".into(),
             brokers: brokers.into(),
             passthrough: passthrough.clone(),
-            group: format!("pushflow-bench-aggregate-{stamp}-{n}"),
+            group: format!("pushflow-bench-aggregate-{stamp}-{i}"),
             inputs: topics.to_vec(),
             database_url: database_url.into(),
             settings: settings.clone(),
@@ -239,7 +255,9 @@ pub async fn bench(
             progress: Some(pb.clone()),
         };
         let started = Instant::now();
+        let cpu_before = CpuSample::now();
         let summary = run(opts, CancellationToken::new()).await?;
+        let cpu = CpuSample::now().since(&cpu_before);
         let wall = summary.records as f64 / started.elapsed().as_secs_f64();
         pb.finish_and_clear();
         let rate = summary.records as f64 / summary.busy_secs().max(1e-9);
@@ -247,10 +265,30 @@ pub async fn bench(
             .batch_execute(&format!("DROP SCHEMA {} CASCADE", settings.schema))
             .await
             .map_err(|e| PgError::new("drop the bench schema", e))?;
-        e2e.push((rate, wall, summary));
+        e2e.push((rate, wall, summary, cpu, (n, group, max_batch)));
     }
-    let (e2e_rate, e2e_wall, summary) = *e2e.last().expect("one run at least");
+    let group_run = e2e
+        .iter()
+        .rposition(|r| r.4 == (n, true, args.max_batch))
+        .unwrap_or(0);
+    let (e2e_rate, e2e_wall, summary, e2e_cpu, _) = e2e[group_run];
     let single_rate = e2e[0].0;
+    let mut variants_out = String::new();
+    for (rate, _, s, cpu, (n, group, max_batch)) in &e2e {
+        variants_out += &format!(
+            "    {n} conn, group commit {}, batches of {max_batch:>6}: {rate:>10.0} events/s ({:>3.0} % of raw); {}\n",
+            if *group { "on " } else { "off" },
+            100.0 * rate / raw_rate.max(1e-9),
+            cpu.per_event(s.records)
+        );
+    }
+    let settings = AggregateSettings {
+        max_batch: args.max_batch,
+        schema: format!("aggregate_bench_{stamp}"),
+        ..AggregateSettings::default()
+    }
+    .validate()
+    .map_err(|e| AggregateError::Invalid(e.to_string()))?;
 
     // Baseline: one autocommitted upsert per event.
     let s = &settings.schema;
@@ -285,24 +323,19 @@ pub async fn bench(
     }
     let base_rate = n_base as f64 / started.elapsed().as_secs_f64();
 
-    // Memory of the dedup set per distinct notification in flight.
+    // Memory of the dedup state per distinct notification, and loading it.
     let mut mem = String::new();
-    for k in [10_000usize, 100_000, 1_000_000] {
-        let mut d = Dedup::default();
-        for i in 0..k {
-            d.insert(
-                i as i64,
-                (
-                    format!("{:08x}-0000-4000-8000-{i:012}", i as u32),
-                    PingKind::Delivered,
-                ),
-            );
-        }
-        mem += &format!(
-            "    {k:>9} notifications in the horizon: {:>7.1} MB ({} bytes each)\n",
-            d.approx_bytes() as f64 / 1e6,
-            d.approx_bytes() / k
-        );
+    for k in [1_000_000usize, 10_000_000] {
+        mem += &memory_line(k);
+    }
+    if args.load_notifications > 0 {
+        mem += &load_line(
+            database_url,
+            &format!("aggregate_bench_{stamp}_load"),
+            args.load_notifications,
+            PARTITIONS,
+        )
+        .await?;
     }
     client
         .batch_execute(&format!("DROP SCHEMA {s} CASCADE"))
@@ -320,7 +353,9 @@ pub async fn bench(
            counted {}, duplicates {}, late {}, dead letters {}\n\
          in-process core (decode+dedup+window): {core_rate:>10.0} events/s per core\n\
          baseline one upsert per event:         {base_rate:>10.0} events/s  (end to end = {:.1}x baseline)\n\
-         dedup memory:\n{mem}",
+         CPU per event of the {} conn run:      {}  (target Postgres ≤ 1 µs: {})\n\
+         end-to-end runs:\n{variants_out}\
+         dedup state:\n{mem}",
         events.len(),
         bytes,
         args.max_batch,
@@ -334,5 +369,12 @@ pub async fn bench(
         summary.late,
         summary.dead_letters,
         e2e_rate / base_rate.max(1e-9),
+        args.commit_connections,
+        e2e_cpu.per_event(summary.records),
+        if e2e_cpu.postgres * 1e6 / summary.records.max(1) as f64 <= 1.0 {
+            "met"
+        } else {
+            "NOT met"
+        },
     ))
 }

@@ -3,6 +3,7 @@
 //! same run, calling the component's library.
 
 pub mod aggregate;
+mod aggregate_state;
 pub mod dispatch;
 pub mod ingest;
 pub mod peer;

@@ -5,6 +5,7 @@
 use pushflow_aggregate::config::{AggregateSettings, WindowSetting};
 use pushflow_aggregate::RunOptions;
 use pushflow_runtime::codec::Codec;
+use pushflow_runtime::topology::Pings;
 use pushflow_schemas::{NotificationClicked, NotificationDelivered};
 use pushflow_testkit::RunWorld;
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,14 +21,19 @@ pub struct World {
 pub const PARTITIONS: i32 = 3;
 
 pub async fn world(prefix: &str) -> World {
+    world_with(prefix, PARTITIONS).await
+}
+
+/// A world whose topics have `partitions` partitions.
+pub async fn world_with(prefix: &str, partitions: i32) -> World {
     let p = pushflow_testkit::unique(prefix);
     let (delivered, clicked) = (
         format!("{p}.notification.delivered"),
         format!("{p}.notification.clicked"),
     );
     pushflow_testkit::create_topics_with_dead_letters(&[
-        (delivered.clone(), PARTITIONS),
-        (clicked.clone(), PARTITIONS),
+        (delivered.clone(), partitions),
+        (clicked.clone(), partitions),
     ])
     .await;
     World {
@@ -88,6 +94,75 @@ pub fn truth(pings: &[P]) -> BTreeMap<(String, String), (i64, i64)> {
     out
 }
 
+/// The topic and Avro value of a ping.
+pub async fn encode(w: &World, codec: &Codec, x: &P) -> (String, Vec<u8>) {
+    let (topic, bytes) = encoded(w, codec, x).await;
+    (topic.clone(), bytes)
+}
+
+/// Produces each ping with the given Kafka record time (ms), in order, one
+/// at a time (so offsets follow the slice order per partition).
+pub async fn produce_at(w: &mut World, pings: &[(P, i64)]) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let codec = Codec::for_registry(&w.base.registry).unwrap();
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", pushflow_testkit::brokers())
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap();
+    for (x, at) in pings {
+        let (topic, bytes) = encode(w, &codec, x).await;
+        let rec = FutureRecord::to(&topic)
+            .key(x.nid.as_bytes())
+            .payload(&bytes)
+            .timestamp(*at);
+        let d = producer
+            .send(rec, std::time::Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+        w.base.ends.note([(
+            topic,
+            pushflow_runtime::kafka::Delivery {
+                partition: d.partition,
+                offset: d.offset,
+            },
+        )]);
+    }
+}
+
+async fn encoded<'w>(w: &'w World, codec: &Codec, x: &P) -> (&'w String, Vec<u8>) {
+    if x.clicked {
+        (
+            &w.clicked,
+            codec
+                .encode(&NotificationClicked {
+                    event_id: pushflow_schemas::new_event_id(),
+                    occurred_at: x.at,
+                    store_id: x.store.clone(),
+                    notification_id: x.nid.clone(),
+                    campaign_id: x.campaign.clone(),
+                })
+                .await
+                .unwrap(),
+        )
+    } else {
+        (
+            &w.delivered,
+            codec
+                .encode(&NotificationDelivered {
+                    event_id: pushflow_schemas::new_event_id(),
+                    occurred_at: x.at,
+                    store_id: x.store.clone(),
+                    notification_id: x.nid.clone(),
+                    campaign_id: x.campaign.clone(),
+                })
+                .await
+                .unwrap(),
+        )
+    }
+}
+
 pub async fn produce(w: &mut World, pings: &[P]) {
     let codec = Codec::for_registry(&w.base.registry).unwrap();
     let mut records = Vec::new();
@@ -128,6 +203,11 @@ pub async fn produce(w: &mut World, pings: &[P]) {
 }
 
 pub fn settings(max_batch: usize) -> pushflow_aggregate::config::Validated {
+    settings_with(max_batch, &Pings::default())
+}
+
+/// As [`settings`] with the topology's `pings:` (the dedup horizon).
+pub fn settings_with(max_batch: usize, pings: &Pings) -> pushflow_aggregate::config::Validated {
     AggregateSettings {
         windows: vec![
             WindowSetting {
@@ -139,12 +219,12 @@ pub fn settings(max_batch: usize) -> pushflow_aggregate::config::Validated {
                 grace: "10m".into(),
             },
         ],
-        dedup_horizon: "30m".into(),
+        dedup_horizon: None,
         max_batch,
         schema: "aggregate".into(),
         commit_connections: 2,
     }
-    .validate()
+    .validate_with(pings)
     .unwrap()
 }
 

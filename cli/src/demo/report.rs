@@ -349,8 +349,13 @@ impl Report {
                 .cpu_seconds
                 .iter()
                 .map(|(n, c)| {
-                    let cores = c / wall.get(n.as_str()).copied().unwrap_or(0.0).max(1e-3);
-                    format!("{n} {c:.1} s ({cores:.2} cores)")
+                    // Samples are a second apart: a shorter phase's share
+                    // of cores would be noise.
+                    let wall = wall.get(n.as_str()).copied().unwrap_or(0.0);
+                    match wall >= 5.0 {
+                        true => format!("{n} {c:.1} s ({:.2} cores)", c / wall),
+                        false => format!("{n} {c:.1} s"),
+                    }
                 })
                 .collect();
             let _ = writeln!(

@@ -16,7 +16,6 @@
 
 use clap::Args;
 use futures::stream::{FuturesUnordered, StreamExt};
-use indicatif::{ProgressBar, ProgressStyle};
 use pushflow_aggregate::config::AggregateSettings;
 use pushflow_aggregate::processor::{run, RunOptions, StartAt};
 use pushflow_aggregate::tally::{decode, Core, PingKind, Staged};
@@ -57,17 +56,6 @@ pub struct BenchArgs {
 }
 
 const PARTITIONS: i32 = 6;
-
-fn bar(len: u64, what: &str) -> ProgressBar {
-    let pb = ProgressBar::new(len);
-    pb.set_style(
-        ProgressStyle::with_template(&format!(
-            "{{spinner}} {what} [{{elapsed_precise}}] {{wide_bar}} {{pos}}/{{len}} ({{per_sec}})"
-        ))
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    pb
-}
 
 /// The synthetic workload: (topic index 0 = delivered / 1 = clicked, key, value).
 async fn workload(codec: &Codec, n: u64) -> Result<Vec<(usize, String, Vec<u8>)>, AggregateError> {
@@ -141,7 +129,7 @@ pub async fn bench(
     let bytes: u64 = events.iter().map(|e| e.2.len() as u64).sum();
 
     let producer = Producer::new(brokers, passthrough, Duration::from_secs(60))?;
-    let pb = bar(events.len() as u64, "produce");
+    let pb = super::progress_bar(events.len() as u64, "produce");
     let started = Instant::now();
     let mut inflight = FuturesUnordered::new();
     // Log ends from the broker's acknowledgements (nothing else writes
@@ -240,7 +228,7 @@ pub async fn bench(
         if !group {
             settings.group_commit = 1;
         }
-        let pb = bar(events.len() as u64, &format!("aggregate ({n} conn)"));
+        let pb = super::progress_bar(events.len() as u64, &format!("aggregate ({n} conn)"));
         let opts = RunOptions {
             name: "aggregate-bench".into(),
             brokers: brokers.into(),

@@ -81,6 +81,11 @@ fn cpu_of(pid: u32, with_children: bool) -> f64 {
     (own + children) / TICKS_PER_SECOND
 }
 
+/// CPU seconds this process used so far, threads that ended included.
+pub fn own_cpu_seconds() -> f64 {
+    cpu_of(std::process::id(), false)
+}
+
 /// A `kB` field of a `/proc` status-like file, in bytes.
 fn kb_field(text: &str, field: &str) -> u64 {
     text.lines()

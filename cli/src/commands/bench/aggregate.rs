@@ -270,15 +270,9 @@ pub async fn bench(
             cpu.per_event(s.records)
         );
     }
-    let settings = AggregateSettings {
-        max_batch: args.max_batch,
-        schema: format!("aggregate_bench_{stamp}"),
-        ..AggregateSettings::default()
-    }
-    .validate()
-    .map_err(|e| AggregateError::Invalid(e.to_string()))?;
 
-    // Baseline: one autocommitted upsert per event.
+    // Baseline: one autocommitted upsert per event, in the schema named
+    // for the in-process run (which created no tables).
     let s = &settings.schema;
     let pg = |e| PgError::new("bench baseline", PgFailure::Driver(e));
     client.batch_execute(&format!("CREATE SCHEMA {s}; CREATE TABLE {s}.naive (store_id text, campaign_id text, window_start bigint, delivered bigint, clicked bigint, PRIMARY KEY (store_id, campaign_id, window_start))")).await.map_err(pg)?;

@@ -102,20 +102,6 @@ async fn create_topic(brokers: &str, name: &str, partitions: i32) -> Result<(), 
     Ok(())
 }
 
-/// Drops the bench topic so its records do not pile up in the broker.
-async fn delete_topic(brokers: &str, name: &str) {
-    let admin: Result<AdminClient<DefaultClientContext>, _> =
-        pushflow_runtime::kafka::client_config(brokers, &BTreeMap::new()).create();
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let deleted = match admin {
-        Ok(a) => a.delete_topics(&[name], &opts).await.map(|_| ()),
-        Err(e) => Err(e),
-    };
-    if let Err(e) = deleted {
-        tracing::warn!(error = %e, topic = name, "could not delete the bench topic");
-    }
-}
-
 async fn drive(
     label: &str,
     url: String,
@@ -296,7 +282,7 @@ pub async fn run(
     .await?;
     shutdown.cancel();
     let _ = producer.flush(Duration::from_secs(5));
-    delete_topic(brokers, &topic).await;
+    super::delete_topics(brokers, &[&topic]).await;
     let report = BenchReport { baseline, ingest };
     report.print();
     Ok(report)

@@ -35,6 +35,23 @@ pub enum BenchCommand {
     Peer(peer::PeerArgs),
 }
 
+/// Drops a bench's topics so their records do not pile up in the broker
+/// (a failure is only logged).
+pub async fn delete_topics(brokers: &str, names: &[&str]) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let admin: Result<AdminClient<DefaultClientContext>, _> =
+        pushflow_runtime::kafka::client_config(brokers, &BTreeMap::new()).create();
+    let opts = AdminOptions::new().operation_timeout(Some(std::time::Duration::from_secs(10)));
+    let deleted = match admin {
+        Ok(a) => a.delete_topics(names, &opts).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = deleted {
+        tracing::warn!(error = %e, topics = ?names, "could not delete the bench topics");
+    }
+}
+
 /// A progress bar for `len` items of `what` (elapsed, rate).
 pub fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
     let pb = indicatif::ProgressBar::new(len);

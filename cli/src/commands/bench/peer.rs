@@ -91,20 +91,6 @@ struct PeerRun {
     cpu: serde_json::Value,
 }
 
-/// CPU seconds this process used so far, threads that ended included
-/// (`/proc/self/stat` utime + stime, in USER_HZ = 100 ticks a second).
-fn process_cpu_secs() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    // Fields after the command name, which is in parentheses: state is the
-    // first, utime the 12th, stime the 13th.
-    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (tick(11) + tick(12)) / 100.0
-}
-
 /// Rows of pushflow's tables that differ from the truth.
 #[derive(Debug, Default)]
 struct Check {
@@ -336,7 +322,7 @@ pub async fn bench(
         .await
         .map_err(invalid)??;
     let schema = format!("aggregate_peer_{stamp}");
-    let cpu_before = process_cpu_secs();
+    let cpu_before = crate::procs::own_cpu_seconds();
     let summary = pushflow_run(
         brokers,
         database_url,
@@ -346,7 +332,8 @@ pub async fn bench(
         args.commit_connections,
     )
     .await?;
-    let cpu_us = 1e6 * (process_cpu_secs() - cpu_before) / summary.records.max(1) as f64;
+    let cpu_us =
+        1e6 * (crate::procs::own_cpu_seconds() - cpu_before) / summary.records.max(1) as f64;
     let client = store::connect(database_url).await?;
     let ours = check(&client, &schema, &truth).await?;
     if !args.keep {
@@ -369,8 +356,8 @@ pub async fn bench(
         .await
         .map_err(invalid)?;
     if !args.keep {
-        let (b, t) = (brokers.to_string(), truth.topics.clone());
-        let _ = tokio::task::spawn_blocking(move || delete_topics(&b, &t)).await;
+        let names: Vec<&str> = truth.topics.iter().map(String::as_str).collect();
+        super::delete_topics(brokers, &names).await;
     }
     let peer: PeerRun = serde_json::from_str(&peer?).map_err(invalid)?;
 
@@ -410,22 +397,4 @@ pub async fn bench(
         text,
         exact: ours.exact(),
     })
-}
-
-/// Deletes the input topics (blocking; failures only logged).
-fn delete_topics(brokers: &str, topics: &[String]) {
-    use rdkafka::admin::{AdminClient, AdminOptions};
-    use rdkafka::client::DefaultClientContext;
-    let admin: Result<AdminClient<DefaultClientContext>, _> =
-        pushflow_runtime::kafka::client_config(brokers, &BTreeMap::new()).create();
-    let Ok(admin) = admin else { return };
-    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build();
-    if let Ok(rt) = rt {
-        if let Err(e) = rt.block_on(admin.delete_topics(&names, &AdminOptions::new())) {
-            tracing::warn!(error = %e, "could not delete the bench topics");
-        }
-    }
 }

@@ -94,12 +94,6 @@ pub fn truth(pings: &[P]) -> BTreeMap<(String, String), (i64, i64)> {
     out
 }
 
-/// The topic and Avro value of a ping.
-pub async fn encode(w: &World, codec: &Codec, x: &P) -> (String, Vec<u8>) {
-    let (topic, bytes) = encoded(w, codec, x).await;
-    (topic.clone(), bytes)
-}
-
 /// Produces each ping with the given Kafka record time (ms), in order, one
 /// at a time (so offsets follow the slice order per partition).
 pub async fn produce_at(w: &mut World, pings: &[(P, i64)]) {
@@ -131,10 +125,11 @@ pub async fn produce_at(w: &mut World, pings: &[(P, i64)]) {
     }
 }
 
-async fn encoded<'w>(w: &'w World, codec: &Codec, x: &P) -> (&'w String, Vec<u8>) {
+/// The topic and Avro value of a ping.
+pub async fn encode(w: &World, codec: &Codec, x: &P) -> (String, Vec<u8>) {
     if x.clicked {
         (
-            &w.clicked,
+            w.clicked.clone(),
             codec
                 .encode(&NotificationClicked {
                     event_id: pushflow_schemas::new_event_id(),
@@ -148,7 +143,7 @@ async fn encoded<'w>(w: &'w World, codec: &Codec, x: &P) -> (&'w String, Vec<u8>
         )
     } else {
         (
-            &w.delivered,
+            w.delivered.clone(),
             codec
                 .encode(&NotificationDelivered {
                     event_id: pushflow_schemas::new_event_id(),
@@ -167,36 +162,8 @@ pub async fn produce(w: &mut World, pings: &[P]) {
     let codec = Codec::for_registry(&w.base.registry).unwrap();
     let mut records = Vec::new();
     for x in pings {
-        let (topic, bytes) = if x.clicked {
-            (
-                &w.clicked,
-                codec
-                    .encode(&NotificationClicked {
-                        event_id: pushflow_schemas::new_event_id(),
-                        occurred_at: x.at,
-                        store_id: x.store.clone(),
-                        notification_id: x.nid.clone(),
-                        campaign_id: x.campaign.clone(),
-                    })
-                    .await
-                    .unwrap(),
-            )
-        } else {
-            (
-                &w.delivered,
-                codec
-                    .encode(&NotificationDelivered {
-                        event_id: pushflow_schemas::new_event_id(),
-                        occurred_at: x.at,
-                        store_id: x.store.clone(),
-                        notification_id: x.nid.clone(),
-                        campaign_id: x.campaign.clone(),
-                    })
-                    .await
-                    .unwrap(),
-            )
-        };
-        records.push((topic.clone(), x.nid.clone(), bytes));
+        let (topic, bytes) = encode(w, &codec, x).await;
+        records.push((topic, x.nid.clone(), bytes));
     }
     pushflow_testkit::records::send_all(&pushflow_testkit::producer(), records, &mut w.base.ends)
         .await;

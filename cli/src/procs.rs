@@ -81,6 +81,11 @@ fn cpu_of(pid: u32, with_children: bool) -> f64 {
     (own + children) / TICKS_PER_SECOND
 }
 
+/// CPU seconds process `pid` used so far (0 once it is gone).
+pub fn cpu_seconds_of(pid: u32) -> f64 {
+    cpu_of(pid, false)
+}
+
 /// CPU seconds this process used so far, threads that ended included.
 pub fn own_cpu_seconds() -> f64 {
     cpu_of(std::process::id(), false)

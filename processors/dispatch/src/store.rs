@@ -136,6 +136,14 @@ CREATE TABLE IF NOT EXISTS dispatch.release_positions (
 );
 "#;
 
+/// Migration 2: the outcome rows are only ever read by notification id
+/// (their primary key). The two campaign indexes were never queried and
+/// cost two B-tree inserts per notification on the send path.
+const DROP_UNUSED_OUTCOME_INDEXES: &str = r#"
+DROP INDEX IF EXISTS dispatch.outcomes_campaign;
+DROP INDEX IF EXISTS dispatch.outcomes_store_campaign;
+"#;
+
 /// A campaign: ids are unique per store, so (store, campaign) names one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CampaignKey {
@@ -170,10 +178,16 @@ pub struct Store {
 impl Store {
     /// Connects (creating the database if missing) and creates the schema.
     pub async fn connect(url: &str) -> Result<Store, DispatchError> {
-        let migrations = [Migration {
-            version: 1,
-            sql: DDL.to_string(),
-        }];
+        let migrations = [
+            Migration {
+                version: 1,
+                sql: DDL.to_string(),
+            },
+            Migration {
+                version: 2,
+                sql: DROP_UNUSED_OUTCOME_INDEXES.to_string(),
+            },
+        ];
         let settings = PoolSettings {
             max_size: 8,
             wait_timeout: Duration::from_secs(30),

@@ -25,8 +25,6 @@ use pushflow_runtime::kafka::{rate::raw_consume, PartitionKey, Producer};
 use pushflow_runtime::postgres::{PgError, PgFailure};
 use pushflow_runtime::CancellationToken;
 use pushflow_schemas::{NotificationClicked, NotificationDelivered};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -112,18 +110,10 @@ pub async fn bench(
         format!("bench-{stamp}.notification.delivered"),
         format!("bench-{stamp}.notification.clicked"),
     ];
-    let admin: AdminClient<DefaultClientContext> =
-        pushflow_runtime::kafka::client_config(brokers, passthrough).create()?;
-    let new: Vec<NewTopic> = topics
-        .iter()
-        .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(1)))
-        .collect();
-    admin
-        .create_topics(
-            &new,
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
-        )
-        .await?;
+    let wanted: Vec<(String, i32)> = topics.iter().map(|t| (t.clone(), PARTITIONS)).collect();
+    super::create_topics(brokers, passthrough, &wanted)
+        .await
+        .map_err(AggregateError::Invalid)?;
     let codec = Arc::new(Codec::new(Arc::new(InMemoryResolver::new())));
     let events = workload(&codec, args.events).await?;
     let bytes: u64 = events.iter().map(|e| e.2.len() as u64).sum();

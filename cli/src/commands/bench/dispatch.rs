@@ -76,7 +76,16 @@ fn err(m: impl std::fmt::Display) -> DispatchError {
     DispatchError::Config(format!("bench: {m}"))
 }
 
-struct SimChild(Option<std::process::Child>);
+/// push-sim started as a child process (killed on drop), or `None` for
+/// one that was already running.
+pub struct SimChild(Option<std::process::Child>);
+
+impl SimChild {
+    /// The child's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.0.as_ref().map(std::process::Child::id)
+    }
+}
 
 impl Drop for SimChild {
     fn drop(&mut self) {
@@ -87,11 +96,13 @@ impl Drop for SimChild {
     }
 }
 
-async fn start_sim(
-    args: &BenchArgs,
+/// A push-sim (`sim`, or a child process on a free loopback port) and its
+/// origin.
+pub async fn start_sim(
+    sim: Option<&str>,
     http: &reqwest::Client,
 ) -> Result<(String, SimChild), DispatchError> {
-    if let Some(s) = &args.sim {
+    if let Some(s) = sim {
         return Ok((s.trim_end_matches('/').to_string(), SimChild(None)));
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -123,7 +134,8 @@ async fn start_sim(
     Err(err("push-sim did not start"))
 }
 
-fn payload(keys: &PingKeys, sub: &SimSubscription, i: usize) -> Vec<u8> {
+/// The payload of notification `i` to `sub`, its ping token minted.
+pub fn payload(keys: &PingKeys, sub: &SimSubscription, i: usize) -> Vec<u8> {
     let nid = pushflow_dispatch::notification_id(
         "bench-store",
         "bench-campaign",
@@ -150,7 +162,7 @@ fn payload(keys: &PingKeys, sub: &SimSubscription, i: usize) -> Vec<u8> {
 }
 
 /// Per-message CPU of one step, measured on this thread over `n` runs, µs.
-fn micro(n: usize, mut f: impl FnMut(usize)) -> f64 {
+pub fn micro(n: usize, mut f: impl FnMut(usize)) -> f64 {
     let (c0, t0) = (thread_cpu_ns(), Instant::now());
     for i in 0..n {
         f(i);
@@ -184,7 +196,8 @@ impl Run {
     }
 }
 
-async fn measure<F, Fut>(n: usize, concurrency: usize, label: &str, f: F) -> Run
+/// Sends `n` notifications with `f`, `concurrency` at once.
+pub async fn measure<F, Fut>(n: usize, concurrency: usize, label: &str, f: F) -> Run
 where
     F: Fn(usize) -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -217,7 +230,7 @@ where
 /// Runs the benchmark and prints the report.
 pub async fn run(args: &BenchArgs) -> Result<(), DispatchError> {
     let http = reqwest::Client::builder().build().map_err(err)?;
-    let (origin, _child) = start_sim(args, &http).await?;
+    let (origin, _child) = start_sim(args.sim.as_deref(), &http).await?;
     let resp = http
         .post(format!("{origin}/sim/subscribers"))
         .json(&serde_json::json!({"store": "bench", "count": args.subscribers}))

@@ -20,8 +20,6 @@ use pushflow_runtime::http::serve;
 use pushflow_runtime::kafka::Producer;
 use pushflow_runtime::token::{PingClaims, PingKeys};
 use pushflow_runtime::CancellationToken;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -87,19 +85,6 @@ pub struct BenchReport {
 
 fn fail(e: impl std::fmt::Display) -> IngestError {
     IngestError::Bench(e.to_string())
-}
-
-async fn create_topic(brokers: &str, name: &str, partitions: i32) -> Result<(), IngestError> {
-    let admin: AdminClient<DefaultClientContext> =
-        pushflow_runtime::kafka::client_config(brokers, &BTreeMap::new())
-            .create()
-            .map_err(fail)?;
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let t = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-    for r in admin.create_topics([&t], &opts).await.map_err(fail)? {
-        r.map_err(|(n, c)| fail(format!("creating {n}: {c}")))?;
-    }
-    Ok(())
 }
 
 async fn drive(
@@ -209,7 +194,13 @@ pub async fn run(
     kafka.extend(args.kafka.iter().cloned());
     let prefix = format!("pushflow-bench-{}-{:x}.", std::process::id(), rand_u32());
     let topic = format!("{prefix}notification.delivered");
-    create_topic(brokers, &topic, args.partitions).await?;
+    super::create_topics(
+        brokers,
+        &BTreeMap::new(),
+        &[(topic.clone(), args.partitions)],
+    )
+    .await
+    .map_err(fail)?;
     let keys =
         PingKeys::parse(&format!("bench:{}", pushflow_schemas::new_event_id())).map_err(fail)?;
     let settings = IngestSettings {

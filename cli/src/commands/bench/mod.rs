@@ -5,6 +5,7 @@
 pub mod aggregate;
 mod aggregate_state;
 pub mod dispatch;
+pub mod dispatch_e2e;
 pub mod ingest;
 pub mod peer;
 pub mod sink;
@@ -29,6 +30,10 @@ pub enum BenchCommand {
     /// Dispatch: encrypted, VAPID-signed pushes to push-sim on loopback,
     /// against the web-push crate used the plain way.
     Dispatch(dispatch::BenchArgs),
+    /// Dispatch end to end: a launched campaign through Apache Kafka and
+    /// Postgres to every outcome event, CPU per process per notification,
+    /// against the same pushes sent straight from the sender.
+    DispatchE2e(dispatch_e2e::BenchArgs),
     /// pushflow's aggregate beside the seed's engine (Kafka Streams,
     /// peers/kafka-streams) on the same records: both rates, both checked
     /// against one independent ground truth.
@@ -50,6 +55,50 @@ pub async fn delete_topics(brokers: &str, names: &[&str]) {
     if let Err(e) = deleted {
         tracing::warn!(error = %e, topics = ?names, "could not delete the bench topics");
     }
+}
+
+/// Creates topics (name, partitions; replication 1) and waits until every
+/// partition has a leader; one that exists already is left as it is.
+pub async fn create_topics(
+    brokers: &str,
+    passthrough: &BTreeMap<String, String>,
+    topics: &[(String, i32)],
+) -> Result<(), String> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::types::RDKafkaErrorCode;
+    let admin: AdminClient<DefaultClientContext> =
+        pushflow_runtime::kafka::client_config(brokers, passthrough)
+            .create()
+            .map_err(|e| e.to_string())?;
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|(n, p)| NewTopic::new(n, *p, TopicReplication::Fixed(1)))
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(std::time::Duration::from_secs(30)));
+    for r in admin
+        .create_topics(&new, &opts)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => return Err(format!("creating topic {name}: {code}")),
+        }
+    }
+    let names: Vec<String> = topics.iter().map(|(n, _)| n.clone()).collect();
+    let (b, p) = (brokers.to_string(), passthrough.clone());
+    tokio::task::spawn_blocking(move || {
+        pushflow_runtime::kafka::admin::wait_for_leaders(
+            &b,
+            &p,
+            &names,
+            std::time::Duration::from_secs(60),
+        )
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())
 }
 
 /// A progress bar for `len` items of `what` (elapsed, rate).
@@ -112,6 +161,7 @@ pub async fn run(path: &Path, cmd: BenchCommand) -> Result<(), Failure> {
             .await
             .map_err(failure),
         BenchCommand::Dispatch(args) => Ok(dispatch::run(&args).await?),
+        BenchCommand::DispatchE2e(args) => Ok(dispatch_e2e::run(&Services::of(path), &args).await?),
         BenchCommand::Peer(args) => {
             let s = Services::of(path);
             let report = peer::bench(&s.brokers, &s.database_url, &args)

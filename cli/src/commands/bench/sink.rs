@@ -88,7 +88,9 @@ pub async fn run(brokers: &str, events: u64) -> Result<(), LakeError> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     let topic = format!("pushflow-bench-sink-{}-{nanos}", std::process::id());
-    create_topic(brokers, &topic).await?;
+    super::create_topics(brokers, &BTreeMap::new(), &[(topic.clone(), 1)])
+        .await
+        .map_err(err)?;
     let producer: FutureProducer =
         pushflow_runtime::kafka::client_config(brokers, &BTreeMap::new())
             .set("linger.ms", "20")
@@ -209,22 +211,5 @@ pub async fn run(brokers: &str, events: u64) -> Result<(), LakeError> {
         ip.parquet_bytes_per_event,
         avro_bytes as f64 / events as f64
     );
-    Ok(())
-}
-
-async fn create_topic(brokers: &str, topic: &str) -> Result<(), LakeError> {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
-        pushflow_runtime::kafka::client_config(brokers, &BTreeMap::new()).create()?;
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    for r in admin
-        .create_topics(
-            &[NewTopic::new(topic, 1, TopicReplication::Fixed(1))],
-            &opts,
-        )
-        .await?
-    {
-        r.map_err(|(t, code)| err(format!("creating {t}: {code}")))?;
-    }
     Ok(())
 }

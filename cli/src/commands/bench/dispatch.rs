@@ -161,6 +161,26 @@ pub fn payload(keys: &PingKeys, sub: &SimSubscription, i: usize) -> Vec<u8> {
     .unwrap_or_default()
 }
 
+/// A sender as the benches use it: one attempt per push, `concurrency`
+/// in flight, plain HTTP to push-sim allowed.
+pub fn bench_sender(
+    vapid: Arc<VapidKey>,
+    subject: &str,
+    concurrency: usize,
+) -> Result<Sender, DispatchError> {
+    Sender::new(
+        VapidCache::new(vapid, subject, Duration::from_secs(12 * 3600)),
+        SenderConfig {
+            concurrency_per_origin: concurrency,
+            request_timeout: Duration::from_secs(10),
+            max_attempts: 1,
+            retry_base: Duration::from_millis(100),
+            retry_max: Duration::from_secs(1),
+            allow_insecure: true,
+        },
+    )
+}
+
 /// Per-message CPU of one step, measured on this thread over `n` runs, µs.
 pub fn micro(n: usize, mut f: impl FnMut(usize)) -> f64 {
     let (c0, t0) = (thread_cpu_ns(), Instant::now());
@@ -276,17 +296,7 @@ pub async fn run(args: &BenchArgs) -> Result<(), DispatchError> {
     let ece_crate_us = micro(m.min(500), |_| drop(ece::encrypt(&p256dh, &auth, &body)));
 
     // End to end, the pushflow way.
-    let sender = Sender::new(
-        VapidCache::new(vapid.clone(), subject, Duration::from_secs(12 * 3600)),
-        SenderConfig {
-            concurrency_per_origin: args.concurrency,
-            request_timeout: Duration::from_secs(10),
-            max_attempts: 1,
-            retry_base: Duration::from_millis(100),
-            retry_max: Duration::from_secs(1),
-            allow_insecure: true,
-        },
-    )?;
+    let sender = bench_sender(vapid.clone(), subject, args.concurrency)?;
     let topic = topic_of("bench-campaign");
     let ours = measure(args.notifications, args.concurrency, "pushflow", |i| {
         let (sender, subs, keys, topic) =

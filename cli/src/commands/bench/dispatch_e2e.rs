@@ -15,9 +15,9 @@
 
 use futures::StreamExt;
 use pushflow_dispatch::config::DispatchSettings;
-use pushflow_dispatch::sender::{Outcome, Push, Sender, SenderConfig};
+use pushflow_dispatch::sender::{Outcome, Push};
 use pushflow_dispatch::store::Store;
-use pushflow_dispatch::vapid::{VapidCache, VapidKey};
+use pushflow_dispatch::vapid::VapidKey;
 use pushflow_dispatch::{rfc8291, Dispatch, DispatchError, Topics};
 use pushflow_runtime::codec::Codec;
 use pushflow_runtime::kafka::Producer;
@@ -316,20 +316,10 @@ async fn direct(
     subs: &Arc<Vec<SimSubscription>>,
     args: &BenchArgs,
 ) -> Result<(f64, f64), DispatchError> {
-    let sender = Sender::new(
-        VapidCache::new(
-            Arc::new(VapidKey::generate()),
-            "mailto:bench@pushflow.invalid",
-            Duration::from_secs(12 * 3600),
-        ),
-        SenderConfig {
-            concurrency_per_origin: args.concurrency,
-            request_timeout: Duration::from_secs(10),
-            max_attempts: 1,
-            retry_base: Duration::from_millis(100),
-            retry_max: Duration::from_secs(1),
-            allow_insecure: true,
-        },
+    let sender = super::dispatch::bench_sender(
+        Arc::new(VapidKey::generate()),
+        "mailto:bench@pushflow.invalid",
+        args.concurrency,
     )?;
     let keys = PingKeys::from_env().map_err(err)?;
     let run = super::dispatch::measure(args.direct, args.concurrency, "direct", |i| {

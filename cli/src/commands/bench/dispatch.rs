@@ -135,7 +135,7 @@ pub async fn start_sim(
 }
 
 /// The payload of notification `i` to `sub`, its ping token minted.
-pub fn payload(keys: &PingKeys, sub: &SimSubscription, i: usize) -> Vec<u8> {
+fn payload(keys: &PingKeys, sub: &SimSubscription, i: usize) -> Vec<u8> {
     let nid = pushflow_dispatch::notification_id(
         "bench-store",
         "bench-campaign",
@@ -217,7 +217,7 @@ impl Run {
 }
 
 /// Sends `n` notifications with `f`, `concurrency` at once.
-pub async fn measure<F, Fut>(n: usize, concurrency: usize, label: &str, f: F) -> Run
+async fn measure<F, Fut>(n: usize, concurrency: usize, label: &str, f: F) -> Run
 where
     F: Fn(usize) -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -247,13 +247,16 @@ where
     }
 }
 
-/// Runs the benchmark and prints the report.
-pub async fn run(args: &BenchArgs) -> Result<(), DispatchError> {
-    let http = reqwest::Client::builder().build().map_err(err)?;
-    let (origin, _child) = start_sim(args.sim.as_deref(), &http).await?;
+/// `count` fresh subscribers of `store` from push-sim at `origin`.
+pub async fn sim_subscribers(
+    http: &reqwest::Client,
+    origin: &str,
+    store: &str,
+    count: usize,
+) -> Result<Arc<Vec<SimSubscription>>, DispatchError> {
     let resp = http
         .post(format!("{origin}/sim/subscribers"))
-        .json(&serde_json::json!({"store": "bench", "count": args.subscribers}))
+        .json(&serde_json::json!({"store": store, "count": count}))
         .send()
         .await
         .map_err(err)?;
@@ -265,8 +268,60 @@ pub async fn run(args: &BenchArgs) -> Result<(), DispatchError> {
         )));
     }
     let resp: serde_json::Value = serde_json::from_str(&text).map_err(err)?;
-    let subs: Arc<Vec<SimSubscription>> =
-        Arc::new(serde_json::from_value(resp["subscribers"].clone()).map_err(err)?);
+    Ok(Arc::new(
+        serde_json::from_value(resp["subscribers"].clone()).map_err(err)?,
+    ))
+}
+
+/// push-sim's counters (`/sim/stats`).
+pub async fn sim_stats(
+    http: &reqwest::Client,
+    origin: &str,
+) -> Result<serde_json::Value, DispatchError> {
+    http.get(format!("{origin}/sim/stats"))
+        .send()
+        .await
+        .map_err(err)?
+        .json()
+        .await
+        .map_err(err)
+}
+
+/// Sends `n` pushes with `sender` round-robin over `subs`, `concurrency`
+/// at once (`(n, concurrency)`), each with its own payload and ping token.
+pub async fn send_pushes(
+    sender: &Sender,
+    subs: &Arc<Vec<SimSubscription>>,
+    keys: &PingKeys,
+    (n, concurrency): (usize, usize),
+    label: &str,
+    topic: Option<String>,
+) -> Run {
+    measure(n, concurrency, label, |i| {
+        let (sender, subs, keys, topic) =
+            (sender.clone(), subs.clone(), keys.clone(), topic.clone());
+        async move {
+            let sub = &subs[i % subs.len()];
+            let push = Push {
+                endpoint: sub.endpoint.clone(),
+                p256dh: sub.p256dh.clone(),
+                auth: sub.auth.clone(),
+                plaintext: payload(&keys, sub, i),
+                ttl: 3600,
+                urgency: "normal",
+                topic,
+            };
+            matches!(sender.send(&push).await, Outcome::Accepted { .. })
+        }
+    })
+    .await
+}
+
+/// Runs the benchmark and prints the report.
+pub async fn run(args: &BenchArgs) -> Result<(), DispatchError> {
+    let http = reqwest::Client::builder().build().map_err(err)?;
+    let (origin, _child) = start_sim(args.sim.as_deref(), &http).await?;
+    let subs = sim_subscribers(&http, &origin, "bench", args.subscribers).await?;
     let keys = PingKeys::from_env().map_err(err)?;
     let vapid = Arc::new(VapidKey::generate());
     let subject = "mailto:bench@pushflow.invalid";
@@ -298,23 +353,14 @@ pub async fn run(args: &BenchArgs) -> Result<(), DispatchError> {
     // End to end, the pushflow way.
     let sender = bench_sender(vapid.clone(), subject, args.concurrency)?;
     let topic = topic_of("bench-campaign");
-    let ours = measure(args.notifications, args.concurrency, "pushflow", |i| {
-        let (sender, subs, keys, topic) =
-            (sender.clone(), subs.clone(), keys.clone(), topic.clone());
-        async move {
-            let sub = &subs[i % subs.len()];
-            let push = Push {
-                endpoint: sub.endpoint.clone(),
-                p256dh: sub.p256dh.clone(),
-                auth: sub.auth.clone(),
-                plaintext: payload(&keys, sub, i),
-                ttl: 3600,
-                urgency: "normal",
-                topic: Some(topic),
-            };
-            matches!(sender.send(&push).await, Outcome::Accepted { .. })
-        }
-    })
+    let ours = send_pushes(
+        &sender,
+        &subs,
+        &keys,
+        (args.notifications, args.concurrency),
+        "pushflow",
+        Some(topic),
+    )
     .await;
 
     // End to end, the plain way: the crate builds each message (fresh JWT).
@@ -356,14 +402,7 @@ pub async fn run(args: &BenchArgs) -> Result<(), DispatchError> {
     )
     .await;
 
-    let stats: serde_json::Value = http
-        .get(format!("{origin}/sim/stats"))
-        .send()
-        .await
-        .map_err(err)?
-        .json()
-        .await
-        .map_err(err)?;
+    let stats = sim_stats(&http, &origin).await?;
     report(
         args,
         &ours,

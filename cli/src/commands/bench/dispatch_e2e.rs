@@ -15,7 +15,6 @@
 
 use futures::StreamExt;
 use pushflow_dispatch::config::DispatchSettings;
-use pushflow_dispatch::sender::{Outcome, Push};
 use pushflow_dispatch::store::Store;
 use pushflow_dispatch::vapid::VapidKey;
 use pushflow_dispatch::{rfc8291, Dispatch, DispatchError, Topics};
@@ -33,7 +32,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::dispatch::{micro, start_sim, SimSubscription};
+use super::dispatch::{micro, sim_stats, sim_subscribers, start_sim, SimSubscription};
 use super::Services;
 use crate::procs;
 
@@ -88,6 +87,8 @@ struct Fresh {
     database: String,
     url: String,
     topics: Topics,
+    /// Every topic created, dead-letter topics included.
+    names: Vec<String>,
     brokers: String,
 }
 
@@ -112,22 +113,13 @@ impl Fresh {
             database,
             url,
             topics,
+            names: list.into_iter().map(|(t, _)| t).collect(),
             brokers: s.brokers.clone(),
         })
     }
 
-    fn topic_names(&self) -> Vec<String> {
-        let t = &self.topics;
-        let mut all = t.view_inputs();
-        all.extend([t.batches.clone(), t.dispatched.clone(), t.failed.clone()]);
-        let dlqs: Vec<String> = all.iter().map(|n| format!("{n}.dlq")).collect();
-        all.extend(dlqs);
-        all
-    }
-
     async fn drop_all(&self) {
-        let names = self.topic_names();
-        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let refs: Vec<&str> = self.names.iter().map(String::as_str).collect();
         super::delete_topics(&self.brokers, &refs).await;
         let dropped = async {
             let c = pushflow_runtime::postgres::connect(&self.admin_url).await?;
@@ -322,22 +314,14 @@ async fn direct(
         args.concurrency,
     )?;
     let keys = PingKeys::from_env().map_err(err)?;
-    let run = super::dispatch::measure(args.direct, args.concurrency, "direct", |i| {
-        let (sender, subs, keys) = (sender.clone(), subs.clone(), keys.clone());
-        async move {
-            let sub = &subs[i % subs.len()];
-            let push = Push {
-                endpoint: sub.endpoint.clone(),
-                p256dh: sub.p256dh.clone(),
-                auth: sub.auth.clone(),
-                plaintext: super::dispatch::payload(&keys, sub, i),
-                ttl: 3600,
-                urgency: "normal",
-                topic: None,
-            };
-            matches!(sender.send(&push).await, Outcome::Accepted { .. })
-        }
-    })
+    let run = super::dispatch::send_pushes(
+        &sender,
+        subs,
+        &keys,
+        (args.direct, args.concurrency),
+        "direct",
+        None,
+    )
     .await;
     Ok((run.rate(), run.cpu_us))
 }
@@ -356,19 +340,7 @@ async fn bench(s: &Services, fresh: &Fresh, args: &BenchArgs) -> Result<String, 
     let http = reqwest::Client::new();
     let (origin, sim) = start_sim(None, &http).await?;
     let store_id = format!("bench-store-{}", std::process::id());
-    let resp: serde_json::Value = http
-        .post(format!("{origin}/sim/subscribers"))
-        .json(&serde_json::json!({"store": store_id, "count": args.notifications}))
-        .send()
-        .await
-        .map_err(err)?
-        .error_for_status()
-        .map_err(err)?
-        .json()
-        .await
-        .map_err(err)?;
-    let subs: Arc<Vec<SimSubscription>> =
-        Arc::new(serde_json::from_value(resp["subscribers"].clone()).map_err(err)?);
+    let subs = sim_subscribers(&http, &origin, &store_id, args.notifications).await?;
 
     let (registry, server) = start_registry(&fresh.url).await?;
     let result = with_registry(
@@ -478,14 +450,7 @@ async fn with_registry(
         )));
     }
 
-    let stats: serde_json::Value = http
-        .get(format!("{origin}/sim/stats"))
-        .send()
-        .await
-        .map_err(err)?
-        .json()
-        .await
-        .map_err(err)?;
+    let stats = sim_stats(http, origin).await?;
     if stats["requests"].as_u64() != Some(n as u64) {
         return Err(err(format!(
             "push-sim received {} push requests for {n} notifications",

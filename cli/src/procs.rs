@@ -68,6 +68,11 @@ fn cpu_of(pid: u32, with_children: bool) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;
     };
+    stat_cpu(&stat, with_children)
+}
+
+/// CPU seconds in a `/proc/…/stat` line.
+fn stat_cpu(stat: &str, with_children: bool) -> f64 {
     // After the command name in parentheses: state is field 0, utime 11,
     // stime 12, cutime 13, cstime 14.
     let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
@@ -89,6 +94,45 @@ pub fn cpu_seconds_of(pid: u32) -> f64 {
 /// CPU seconds this process used so far, threads that ended included.
 pub fn own_cpu_seconds() -> f64 {
     cpu_of(std::process::id(), false)
+}
+
+/// CPU seconds the broker's JVM spent compiling its own code so far: its
+/// JIT compiler threads (`C1 CompilerThread*`, `C2 CompilerThread*`,
+/// whose names the kernel cuts to 15 bytes). A broker that has not yet run
+/// a code path (transactions, say) compiles it while a benchmark runs; a
+/// long-running production broker has done so long before.
+pub fn broker_jit_cpu_seconds() -> f64 {
+    let me = std::process::id();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    let brokers = dir
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| group_of(*pid, me) == Some("kafka"));
+    let mut total = 0.0;
+    for pid in brokers {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for t in tasks.filter_map(Result::ok) {
+            let path = t.path();
+            let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+            if comm.starts_with("C1 CompilerThre") || comm.starts_with("C2 CompilerThre") {
+                let tid = t.file_name().to_str().and_then(|s| s.parse().ok());
+                total += tid.map_or(0.0, |tid: u32| cpu_of_task(pid, tid));
+            }
+        }
+    }
+    total
+}
+
+/// CPU seconds of thread `tid` of process `pid`.
+fn cpu_of_task(pid: u32, tid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")) else {
+        return 0.0;
+    };
+    stat_cpu(&stat, false)
 }
 
 /// A `kB` field of a `/proc` status-like file, in bytes.

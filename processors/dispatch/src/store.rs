@@ -433,6 +433,25 @@ impl Store {
         Ok(())
     }
 
+    /// Refreshes the planner's statistics of `dispatch.subscriptions`
+    /// before a launch is planned. A store that was just imported (or a
+    /// table no autovacuum has analysed yet) otherwise looks tiny to the
+    /// planner, which then sorts the store's whole audience for every
+    /// keyset page and scans it for every batch's look-up: quadratic in the
+    /// audience (measured at 50 k subscribers: 31 ms per 500-subscriber
+    /// page and 33 ms per 500-subscriber look-up, against 1.3 and 4.8 ms
+    /// after ANALYZE).
+    /// ANALYZE samples a bounded number of rows, so this costs the same for
+    /// any audience size, once per launch.
+    pub async fn analyze_audience(&self) -> Result<(), DispatchError> {
+        self.client()
+            .await?
+            .batch_execute("ANALYZE dispatch.subscriptions")
+            .await
+            .map_err(pg("refresh the statistics of dispatch.subscriptions"))?;
+        Ok(())
+    }
+
     /// Up to `limit` active subscribers of `store` after `after` (keyset).
     pub async fn audience_page(
         &self,

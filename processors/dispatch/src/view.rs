@@ -4,8 +4,11 @@
 //!
 //! A launch is planned once its content is known: if `campaign.launched`
 //! comes first, it waits in `dispatch.launches` until `campaign.created`
-//! arrives. Planning pages the store's active subscribers by keyset and
-//! writes `<campaign_id>:<batch_no>` records into the view loop's Kafka
+//! arrives. Planning first refreshes Postgres' statistics of the
+//! subscriptions ([`crate::store::Store::analyze_audience`]: a freshly
+//! imported audience must not look tiny to the planner), then pages the
+//! store's active subscribers by keyset and writes
+//! `<campaign_id>:<batch_no>` records into the view loop's Kafka
 //! transaction, which commits them with the view's consumed offsets
 //! ([`pushflow_runtime::kafka::run_consumer_transactional`]); the launch is
 //! marked planned naming the view record whose transaction that is. A crash
@@ -56,6 +59,7 @@ impl ViewHandler {
         let mut batch_no = 0i32;
         let mut audience = 0i64;
         let started = pushflow_schemas::now_millis();
+        s.store.analyze_audience().await?;
         loop {
             let mut pending = Vec::new();
             for _ in 0..32 {
@@ -106,6 +110,7 @@ impl ViewHandler {
     /// Plans a throttled launch into Postgres (see [`crate::throttle`]).
     async fn plan_throttled(&self, id: &CampaignKey, per_minute: i32) -> Result<(), DispatchError> {
         let s = &self.shared;
+        s.store.analyze_audience().await?;
         let planned = s
             .store
             .plan_throttled(id, per_minute, s.cfg.raw.batch_size)

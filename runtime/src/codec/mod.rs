@@ -96,6 +96,10 @@ struct WriterSchema {
 pub struct Codec {
     resolver: Arc<dyn SchemaResolver>,
     ids: RwLock<HashMap<&'static str, u32>>,
+    /// Held while a schema is registered, so that many encodes starting at
+    /// once register it once, not once each (each registration takes the
+    /// registry's lock on its subject).
+    registering: tokio::sync::Mutex<()>,
     schemas: RwLock<HashMap<u32, WriterSchema>>,
     /// Readers and writers over the catalogue's (static) schemas, built
     /// once per topic: building one walks the whole schema.
@@ -109,6 +113,7 @@ impl Codec {
         Codec {
             resolver,
             ids: RwLock::new(HashMap::new()),
+            registering: tokio::sync::Mutex::new(()),
             schemas: RwLock::new(HashMap::new()),
             readers: RwLock::new(HashMap::new()),
             writers: RwLock::new(HashMap::new()),
@@ -133,8 +138,13 @@ impl Codec {
         Ok(Codec::new(Arc::new(RegistryResolver::new(url)?)))
     }
 
-    /// The id of the catalogue schema of `topic` (registered on first use).
+    /// The id of the catalogue schema of `topic` (registered on first use,
+    /// once however many encodes ask for it at the same time).
     pub async fn schema_id(&self, topic: &'static Topic) -> Result<u32, CodecError> {
+        if let Some(id) = self.ids.read().unwrap().get(topic.name) {
+            return Ok(*id);
+        }
+        let _one_at_a_time = self.registering.lock().await;
         if let Some(id) = self.ids.read().unwrap().get(topic.name) {
             return Ok(*id);
         }
@@ -337,6 +347,43 @@ mod tests {
             notification_id: "n-1".into(),
             campaign_id: "c-1".into(),
         }
+    }
+
+    /// A registry that is slow to answer and counts registrations.
+    struct Slow {
+        inner: InMemoryResolver,
+        registrations: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl SchemaResolver for Slow {
+        async fn schema_text(&self, id: u32) -> Result<String, CodecError> {
+            self.inner.schema_text(id).await
+        }
+        async fn register(&self, subject: &str, schema: &str) -> Result<u32, CodecError> {
+            self.registrations
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            self.inner.register(subject, schema).await
+        }
+    }
+
+    #[tokio::test]
+    async fn many_encodes_at_once_register_the_schema_once() {
+        let slow = Arc::new(Slow {
+            inner: InMemoryResolver::new(),
+            registrations: Default::default(),
+        });
+        let codec = Codec::new(slow.clone());
+        let event = delivered();
+        let encodes = (0..200).map(|_| codec.encode(&event));
+        for r in futures::future::join_all(encodes).await {
+            assert_eq!(u32::from_be_bytes(r.unwrap()[1..5].try_into().unwrap()), 1);
+        }
+        assert_eq!(
+            slow.registrations.load(std::sync::atomic::Ordering::SeqCst),
+            1
+        );
     }
 
     #[tokio::test]

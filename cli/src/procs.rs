@@ -103,36 +103,34 @@ pub fn own_cpu_seconds() -> f64 {
 /// long-running production broker has done so long before.
 pub fn broker_jit_cpu_seconds() -> f64 {
     let me = std::process::id();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return 0.0;
-    };
-    let brokers = dir
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| group_of(*pid, me) == Some("kafka"));
     let mut total = 0.0;
-    for pid in brokers {
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+    for pid in numbered(std::path::Path::new("/proc")) {
+        if group_of(pid, me) != Some("kafka") {
             continue;
-        };
-        for t in tasks.filter_map(Result::ok) {
-            let path = t.path();
-            let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
-            if comm.starts_with("C1 CompilerThre") || comm.starts_with("C2 CompilerThre") {
-                let tid = t.file_name().to_str().and_then(|s| s.parse().ok());
-                total += tid.map_or(0.0, |tid: u32| cpu_of_task(pid, tid));
+        }
+        let tasks = std::path::PathBuf::from(format!("/proc/{pid}/task"));
+        for tid in numbered(&tasks) {
+            let stat =
+                std::fs::read_to_string(tasks.join(format!("{tid}/stat"))).unwrap_or_default();
+            // The thread's name is the stat line's field in parentheses.
+            let name = stat.split_once('(').map_or("", |(_, r)| r);
+            if name.starts_with("C1 CompilerThre") || name.starts_with("C2 CompilerThre") {
+                total += stat_cpu(&stat, false);
             }
         }
     }
     total
 }
 
-/// CPU seconds of thread `tid` of process `pid`.
-fn cpu_of_task(pid: u32, tid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")) else {
-        return 0.0;
+/// The numeric entries of a `/proc` directory (process or thread ids).
+fn numbered(dir: &std::path::Path) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
     };
-    stat_cpu(&stat, false)
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
 }
 
 /// A `kB` field of a `/proc` status-like file, in bytes.
@@ -172,13 +170,7 @@ pub struct Usage {
 pub fn snapshot() -> BTreeMap<&'static str, Usage> {
     let me = std::process::id();
     let mut now: BTreeMap<&'static str, Usage> = BTreeMap::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return now;
-    };
-    for e in dir.filter_map(Result::ok) {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
+    for pid in numbered(std::path::Path::new("/proc")) {
         let Some(g) = group_of(pid, me) else {
             continue;
         };

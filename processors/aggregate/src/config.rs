@@ -42,6 +42,15 @@ pub struct AggregateSettings {
     /// transaction holds its partitions' deltas, changelog rows and offsets.
     #[serde(default = "default_commit_connections")]
     pub commit_connections: usize,
+    /// How long a lane gathers the parts staged after its first queued one
+    /// before committing them all in one transaction (as Kafka Streams'
+    /// `commit.interval.ms`): a window row that several batches update is
+    /// then written once per interval instead of once per batch. Counted
+    /// from when the first part's batch started; `0s` commits each part as
+    /// soon as the lane is free. Results reach Postgres at most this much
+    /// later; a crash costs only uncommitted batches, read again.
+    #[serde(default = "default_commit_interval")]
+    pub commit_interval: String,
 }
 
 fn default_windows() -> Vec<WindowSetting> {
@@ -63,7 +72,10 @@ fn default_schema() -> String {
     "aggregate".into()
 }
 fn default_commit_connections() -> usize {
-    2
+    1
+}
+fn default_commit_interval() -> String {
+    "250ms".into()
 }
 
 impl Default for AggregateSettings {
@@ -74,6 +86,7 @@ impl Default for AggregateSettings {
             max_batch: default_max_batch(),
             schema: default_schema(),
             commit_connections: default_commit_connections(),
+            commit_interval: default_commit_interval(),
         }
     }
 }
@@ -101,6 +114,8 @@ pub struct Validated {
     pub schema: String,
     /// Commit lanes (connections).
     pub commit_connections: usize,
+    /// How long a lane gathers parts into one transaction.
+    pub commit_interval: Duration,
     /// Most queued parts a lane merges into one transaction (group commit;
     /// [`crate::pipeline::MERGE`], not a setting: 1 turns it off, which
     /// only the bench does to measure it).
@@ -174,6 +189,17 @@ impl AggregateSettings {
                 ),
             ));
         }
+        let commit_interval = parse_duration(&self.commit_interval)
+            .map_err(|e| ConfigError::new("settings.commit_interval", e))?;
+        if commit_interval > Duration::from_secs(10) {
+            return Err(ConfigError::new(
+                "settings.commit_interval",
+                format!(
+                    "{:?} is longer than 10s: results would reach Postgres that late and a crash would read that much again; use e.g. 250ms",
+                    self.commit_interval
+                ),
+            ));
+        }
         pushflow_runtime::postgres::check_schema_name("settings.schema", &self.schema)?;
         Ok(Validated {
             windows,
@@ -181,6 +207,7 @@ impl AggregateSettings {
             max_batch: self.max_batch,
             schema: self.schema.clone(),
             commit_connections: self.commit_connections,
+            commit_interval,
             group_commit: crate::pipeline::MERGE,
         })
     }
@@ -221,7 +248,14 @@ mod tests {
         assert!(e.message.contains("pings:"), "{e}");
         assert_eq!(v.max_batch, 5000);
         assert_eq!(v.schema, "aggregate");
-        assert_eq!(v.commit_connections, 2);
+        assert_eq!(v.commit_connections, 1);
+        assert_eq!(v.commit_interval, Duration::from_millis(250));
+        let slow: AggregateSettings = serde_yaml::from_str("commit_interval: 1m").unwrap();
+        let e = slow.validate().unwrap_err();
+        assert_eq!(e.field, "settings.commit_interval");
+        assert!(e.message.contains("250ms"), "{e}");
+        let off: AggregateSettings = serde_yaml::from_str("commit_interval: 0s").unwrap();
+        assert_eq!(off.validate().unwrap().commit_interval, Duration::ZERO);
         let bad: AggregateSettings = serde_yaml::from_str("commit_connections: 0").unwrap();
         assert_eq!(
             bad.validate().unwrap_err().field,

@@ -4,16 +4,17 @@
 //! **Guarantee (exactly once into Postgres).** Each batch's aggregate
 //! deltas, its dedup changelog rows (`dedup_log`) and late events, and the
 //! next offsets of its partitions are committed in ONE Postgres transaction
-//! per lane of partitions (`partition % commit_connections`, default 2
-//! lanes committing at once on their own connections; a lane merges the
+//! per lane of partitions (`partition % commit_connections`, default 1;
+//! lanes commit side by side on their own connections; a lane merges the
 //! parts queued behind each other into one transaction — group commit —
 //! and each transaction holds everything of its partitions, so each is
 //! exactly-once on its own). On start and on every rebalance the processor
 //! loads each partition's stored offset and dedup state from Postgres in
 //! one snapshot, seeks there and skips any record below it, so a crash
 //! (kill -9) at any point costs only the uncommitted batches (at most
-//! [`pipeline::QUEUE`] + 1 per lane), which are read and counted again after
-//! restart: totals equal those of an uninterrupted run. Offsets are saved
+//! [`pipeline::MERGE`] + [`pipeline::QUEUE`] per lane, a lane gathering
+//! parts for `settings.commit_interval`, default 250 ms, before each
+//! transaction), which are read and counted again after restart: totals equal those of an uninterrupted run. Offsets are saved
 //! FENCED ([`pushflow_runtime::postgres::OffsetsTable::save_expecting`]):
 //! only if the stored offset is still the one this instance loaded or last
 //! committed. Two instances that briefly both hold a partition during a

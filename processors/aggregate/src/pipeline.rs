@@ -8,7 +8,9 @@
 //! holding everything of its partitions: fenced offsets, changelog rows,
 //! deltas and late events. When several parts are queued, the lane merges
 //! them into one transaction (group commit: merged deltas, all positions,
-//! one changelog row per partition — fewer upserted rows per event); per
+//! one changelog row per partition — fewer upserted rows per event), and
+//! waits for more until the commit interval since the first part's batch
+//! started is over (at most [`MERGE`] parts); per
 //! partition, transactions still run in batch order. Lanes do not wait for
 //! each other, and a lane's queue holds at most [`QUEUE`] parts. A failed
 //! transaction is retried with the SAME staged parts until it commits; an
@@ -90,6 +92,9 @@ pub struct Target {
     pub shutdown: pushflow_runtime::CancellationToken,
     /// Most parts merged into one transaction.
     pub merge: usize,
+    /// How long a lane gathers parts behind the first (see
+    /// [`crate::config::AggregateSettings::commit_interval`]).
+    pub commit_interval: Duration,
 }
 
 /// The commit lanes: one task and connection each.
@@ -192,15 +197,18 @@ async fn lane(
             }));
             continue;
         }
+        // Gather what is queued, and what comes until the commit
+        // interval (counted from the first batch's start) is over.
+        let deadline = tokio::time::Instant::from_std(first.started) + target.commit_interval;
         let mut group = vec![first];
         while group.len() < target.merge.max(1) {
-            match parts.try_recv() {
-                Ok(b) if b.epoch == group[0].epoch => group.push(b),
-                Ok(b) => {
+            match tokio::time::timeout_at(deadline, parts.recv()).await {
+                Ok(Some(b)) if b.epoch == group[0].epoch => group.push(b),
+                Ok(Some(b)) => {
                     carry = Some(b);
                     break;
                 }
-                Err(_) => break,
+                Ok(None) | Err(_) => break,
             }
         }
         let merged = match group.len() {

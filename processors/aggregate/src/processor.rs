@@ -337,6 +337,7 @@ pub async fn run(
                 component: opts.name.clone(),
                 shutdown: shutdown.clone(),
                 merge: opts.settings.group_commit,
+                commit_interval: opts.settings.commit_interval,
             },
             opts.settings.commit_connections,
         ),

@@ -190,6 +190,7 @@ pub fn settings_with(max_batch: usize, pings: &Pings) -> pushflow_aggregate::con
         max_batch,
         schema: "aggregate".into(),
         commit_connections: 2,
+        commit_interval: "250ms".into(),
     }
     .validate_with(pings)
     .unwrap()

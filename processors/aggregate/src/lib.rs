@@ -14,9 +14,10 @@
 //! (kill -9) at any point costs only the uncommitted batches (at most
 //! [`pipeline::MERGE`] + [`pipeline::QUEUE`] per lane, a lane gathering
 //! parts for `settings.commit_interval`, default 250 ms, before each
-//! transaction), which are read and counted again after restart: totals equal those of an uninterrupted run. Offsets are saved
-//! FENCED ([`pushflow_runtime::postgres::OffsetsTable::save_expecting`]):
-//! only if the stored offset is still the one this instance loaded or last
+//! transaction), which are read and counted again after restart: totals
+//! equal those of an uninterrupted run. Offsets are saved FENCED
+//! ([`pushflow_runtime::postgres::OffsetsTable::save_expecting`]): only if
+//! the stored offset is still the one this instance loaded or last
 //! committed. Two instances that briefly both hold a partition during a
 //! rebalance therefore cannot both extend it: the stale one's transaction
 //! is rolled back whole, it drops that partition's state, loads it again

@@ -45,12 +45,12 @@ pub struct BenchArgs {
     /// Events written by the one-upsert-per-event baseline.
     #[arg(long, default_value_t = 5_000)]
     pub baseline_events: u64,
-    /// Commit lanes of the second end-to-end run (the first uses one).
+    /// Commit lanes of the later end-to-end runs (the first two use one).
     #[arg(long, default_value_t = 2)]
     pub commit_connections: usize,
     /// Commit interval of the runs that gather parts (the setting's
     /// default); one more run commits every batch at once (`0s`).
-    #[arg(long, default_value = "250ms")]
+    #[arg(long, default_value_t = AggregateSettings::default().commit_interval)]
     pub commit_interval: String,
     /// Notifications whose state is written to and loaded from
     /// `dedup_log` (0: skip).
@@ -198,9 +198,8 @@ pub async fn bench(
     }
     let core_rate = events.len() as f64 / started.elapsed().as_secs_f64();
 
-    // End to end, through the live code path: first with one commit
-    // connection (every batch one transaction), then with the lanes asked
-    // for, each on fresh tables and its own consumer group.
+    // End to end, through the live code path, each run on fresh tables
+    // and its own consumer group.
     let client = store::connect(database_url).await?;
     // (commit connections, group commit, batch size, commit interval):
     // the first commits each batch as soon as its lane is free.

@@ -32,13 +32,13 @@ struct FileEffect {
 
 #[async_trait]
 impl Handler for FileEffect {
-    async fn process(&mut self, batch: Vec<Record>) -> Result<Durable, RuntimeError> {
+    async fn process(&mut self, batch: &[Record]) -> Result<Durable, RuntimeError> {
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.path)
             .unwrap();
-        for r in &batch {
+        for r in batch {
             let payload =
                 String::from_utf8_lossy(r.payload.as_deref().unwrap_or_default()).to_string();
             writeln!(f, "{payload}").unwrap();
@@ -271,7 +271,7 @@ struct Decoding {
 
 #[async_trait]
 impl Handler for Decoding {
-    async fn process(&mut self, batch: Vec<Record>) -> Result<Durable, RuntimeError> {
+    async fn process(&mut self, batch: &[Record]) -> Result<Durable, RuntimeError> {
         for r in batch {
             let bytes = r.payload.clone().unwrap_or_default();
             match self
@@ -281,7 +281,7 @@ impl Handler for Decoding {
             {
                 Ok(e) => self.decoded.push(e.notification_id),
                 Err(e) if e.is_retryable() => return Err(e.into()),
-                Err(e) => self.dlq.send(&r, &e.to_string()).await?,
+                Err(e) => self.dlq.send(r, &e.to_string()).await?,
             }
         }
         Ok(Durable::All)

@@ -56,7 +56,7 @@ impl Handler for Counting {
         Ok(())
     }
 
-    async fn process(&mut self, batch: Vec<Record>) -> Result<Durable, RuntimeError> {
+    async fn process(&mut self, batch: &[Record]) -> Result<Durable, RuntimeError> {
         self.0
             .records
             .fetch_add(batch.len() as u64, Ordering::SeqCst);

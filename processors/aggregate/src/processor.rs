@@ -231,14 +231,14 @@ impl Handler for Processor {
         Ok(())
     }
 
-    async fn process(&mut self, batch: Vec<Record>) -> Result<Durable, RuntimeError> {
+    async fn process(&mut self, batch: &[Record]) -> Result<Durable, RuntimeError> {
         let started = std::time::Instant::now();
-        let missing = PartitionKey::unknown(&batch, |p| self.core.owns(p));
+        let missing = PartitionKey::unknown(batch, |p| self.core.owns(p));
         if !missing.is_empty() {
             self.load(&missing).await?;
         }
         let mut staged = Staged::default();
-        for r in &batch {
+        for r in batch {
             let Some(slot) = self
                 .core
                 .admit(&mut staged, &r.topic, r.partition, r.offset)

@@ -150,15 +150,15 @@ impl Handler for Processor {
         Ok(())
     }
 
-    async fn process(&mut self, batch: Vec<Record>) -> Result<Durable, RuntimeError> {
+    async fn process(&mut self, batch: &[Record]) -> Result<Durable, RuntimeError> {
         let started = Instant::now();
-        let missing = PartitionKey::unknown(&batch, |p| self.committed.contains_key(p));
+        let missing = PartitionKey::unknown(batch, |p| self.committed.contains_key(p));
         if !missing.is_empty() {
             self.load(&missing).await?;
         }
         let mut staged = Staged::default();
         let dead_before = self.summary.dead_letters;
-        for r in &batch {
+        for r in batch {
             if !staged.admit(&self.committed, &PartitionKey::of(r), r.offset) {
                 continue;
             }

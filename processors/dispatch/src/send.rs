@@ -471,7 +471,7 @@ fn once_per_batch(
 
 #[async_trait]
 impl Handler for BatchHandler {
-    async fn process(&mut self, batch: Vec<Record>) -> Result<Durable, RuntimeError> {
+    async fn process(&mut self, batch: &[Record]) -> Result<Durable, RuntimeError> {
         let s = self.shared.clone();
         let mut decoded = Vec::new();
         for (i, r) in batch.iter().enumerate() {

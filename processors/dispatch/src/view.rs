@@ -233,8 +233,8 @@ impl ViewHandler {
 
 #[async_trait]
 impl Handler for ViewHandler {
-    async fn process(&mut self, batch: Vec<Record>) -> Result<Durable, RuntimeError> {
-        self.apply(&batch)
+    async fn process(&mut self, batch: &[Record]) -> Result<Durable, RuntimeError> {
+        self.apply(batch)
             .await
             .map_err(|e| e.into_runtime(&self.shared.name))?;
         Ok(Durable::All)

@@ -95,7 +95,7 @@ pub trait Handler: Send {
     /// Processes a batch (in offset order per partition). A retryable error
     /// makes the loop wait and hand the same batch again; a bad record
     /// should go to the dead-letter topic instead of failing the batch.
-    async fn process(&mut self, batch: Vec<Record>) -> Result<Durable, RuntimeError>;
+    async fn process(&mut self, batch: &[Record]) -> Result<Durable, RuntimeError>;
 
     /// Called about once per `tick` when idle or between batches (idle
     /// flushes of buffering sinks).
@@ -247,7 +247,9 @@ struct Loop<'a> {
     settings: &'a ConsumerSettings,
     consumer: StreamConsumer<LoopContext>,
     events: mpsc::Receiver<RebalanceEvent>,
-    owned: HashMap<(String, i32), ()>,
+    /// Partitions assigned, by topic (looked up by `&str`: this runs on
+    /// every record).
+    owned: HashMap<String, HashSet<i32>>,
     /// Durable positions not yet committed.
     pending: HashMap<(String, i32), i64>,
     /// Positions the handler asked for, and whether the seek took effect;
@@ -265,13 +267,19 @@ struct Loop<'a> {
 }
 
 impl Loop<'_> {
+    fn owns(&self, topic: &str, partition: i32) -> bool {
+        self.owned
+            .get(topic)
+            .is_some_and(|parts| parts.contains(&partition))
+    }
+
     async fn apply_events<H: Handler>(&mut self, handler: &mut H) -> Result<(), RuntimeError> {
         while let Ok(ev) = self.events.try_recv() {
             match ev {
                 RebalanceEvent::Assigned(parts) => {
                     tracing::info!(component = %self.settings.component, partitions = ?parts, "partitions assigned");
                     for p in &parts {
-                        self.owned.insert(p.clone(), ());
+                        self.owned.entry(p.0.clone()).or_default().insert(p.1);
                     }
                     for pos in handler.assigned(&PartitionKey::list(&parts)).await? {
                         tracing::info!(topic = %pos.topic, partition = pos.partition, offset = pos.next_offset, "resuming from the stored position");
@@ -283,7 +291,9 @@ impl Loop<'_> {
                 RebalanceEvent::Revoked(parts) => {
                     tracing::info!(component = %self.settings.component, partitions = ?parts, "partitions revoked");
                     for p in &parts {
-                        self.owned.remove(p);
+                        if let Some(parts) = self.owned.get_mut(&p.0) {
+                            parts.remove(&p.1);
+                        }
                         self.pending.remove(p);
                         self.seeks.remove(p);
                         if let Some(parts) = self.handed.get_mut(&p.0) {
@@ -308,7 +318,7 @@ impl Loop<'_> {
         }
         for pos in positions {
             let key = (pos.topic.clone(), pos.partition);
-            if !self.owned.contains_key(&key) {
+            if !self.owns(&key.0, key.1) {
                 continue;
             }
             tracing::info!(component = %self.settings.component, topic = %pos.topic, partition = pos.partition, offset = pos.next_offset, "reading again from the handler's position");
@@ -364,7 +374,7 @@ impl Loop<'_> {
             *e = (*e).max(r.offset + 1);
         }
         for ((topic, partition), next) in next {
-            if self.owned.contains_key(&(topic.to_string(), partition)) {
+            if self.owns(topic, partition) {
                 let e = self
                     .handed
                     .entry(topic.to_string())
@@ -418,7 +428,7 @@ impl Loop<'_> {
         };
         for p in positions {
             let key = (p.topic, p.partition);
-            if self.owned.contains_key(&key) {
+            if self.owns(&key.0, key.1) {
                 let e = self.pending.entry(key).or_insert(p.next_offset);
                 *e = (*e).max(p.next_offset);
             }
@@ -544,7 +554,7 @@ async fn run<H: Handler>(
     let mut last_tick = Instant::now();
     while let Some(mut batch) = lp.next_batch(&shutdown).await {
         lp.apply_events(handler).await?;
-        batch.retain(|r| lp.owned.contains_key(&(r.topic.clone(), r.partition)));
+        batch.retain(|r| lp.owns(&r.topic, r.partition));
         lp.skip_sought(&mut batch);
         lp.skip_handed(&mut batch);
         lp.seek_pending();
@@ -633,7 +643,7 @@ impl Loop<'_> {
         let component = self.settings.component.clone();
         producer.begin()?;
         let handled = match &step {
-            Step::Batch(b) => handler.process(b.to_vec()).await,
+            Step::Batch(b) => handler.process(b).await,
             Step::Tick => handler.tick().await,
             Step::Close => handler.close().await,
         };
@@ -722,7 +732,7 @@ async fn process_with_retry<H: Handler>(
 ) -> Result<Option<Durable>, RuntimeError> {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match handler.process(batch.to_vec()).await {
+        match handler.process(batch).await {
             Ok(d) => return Ok(Some(d)),
             Err(e) if e.is_retryable() => {
                 metrics::counter!("pushflow_batch_retries_total", "component" => component.to_string()).increment(1);
@@ -766,7 +776,7 @@ mod tests {
             settings: &settings,
             consumer,
             events,
-            owned: HashMap::from([(("t".to_string(), 0), ())]),
+            owned: HashMap::from([("t".to_string(), HashSet::from([0]))]),
             pending: HashMap::from([(("t".to_string(), 0), 50)]),
             seeks: HashMap::new(),
             backoff: Duration::from_millis(100),

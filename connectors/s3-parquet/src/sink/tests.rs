@@ -242,7 +242,7 @@ async fn retries_a_failing_store_then_skips_a_replay() {
     let mut attempts = 0;
     let durable = loop {
         attempts += 1;
-        match h.process(batch.clone()).await {
+        match h.process(&batch).await {
             Ok(d) => break d,
             Err(e) => assert!(e.is_retryable(), "{e}"),
         }
@@ -271,7 +271,7 @@ async fn retries_a_failing_store_then_skips_a_replay() {
     // in other batches; nothing is written twice.
     let mut again = handler(mem.clone(), resolver);
     for chunk in batch.chunks(4) {
-        again.process(chunk.to_vec()).await.unwrap();
+        again.process(chunk).await.unwrap();
     }
     let Durable::UpTo(p) = again.close().await.unwrap() else {
         panic!()
@@ -288,7 +288,7 @@ async fn a_bad_record_without_a_dlq_fails_for_good() {
     let (resolver, mut batch) = records(1).await;
     batch[0].payload = Some(b"{\"json\": true}".to_vec());
     let mut h = handler(Arc::new(InMemory::new()), resolver);
-    let e = h.process(batch).await.unwrap_err();
+    let e = h.process(&batch).await.unwrap_err();
     assert!(!e.is_retryable());
     assert!(e.to_string().contains("wrong magic byte"), "{e}");
 }
@@ -307,7 +307,7 @@ async fn uploads_large_files_in_parts_and_aborts_a_failed_upload() {
     let mut attempts = 0;
     loop {
         attempts += 1;
-        match h.process(batch.clone()).await {
+        match h.process(&batch).await {
             Ok(_) => break,
             Err(e) => assert!(e.is_retryable(), "{e}"),
         }
@@ -384,7 +384,7 @@ async fn writes_records_with_nested_fields_through_the_generic_reader() {
         .collect();
     let mem = Arc::new(InMemory::new());
     let mut h = handler(mem.clone(), resolver);
-    h.process(batch).await.unwrap();
+    h.process(&batch).await.unwrap();
     h.close().await.unwrap();
     assert_eq!(h.stats().rows_written.load(Ordering::Relaxed), 4);
     let metas: Vec<ObjectMeta> = mem.list(None).try_collect().await.unwrap();
@@ -442,8 +442,8 @@ async fn a_second_copy_of_an_event_is_dropped_also_after_a_restart() {
     batch.push(record_of(&resolver, &delivered(6, T0 + 360_000), 108).await);
     let mem: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let mut h = handler(mem.clone(), resolver.clone());
-    h.process(batch[..4].to_vec()).await.unwrap();
-    h.process(batch[4..].to_vec()).await.unwrap();
+    h.process(&batch[..4]).await.unwrap();
+    h.process(&batch[4..]).await.unwrap();
     let Durable::UpTo(p) = h.close().await.unwrap() else {
         panic!()
     };
@@ -460,7 +460,7 @@ async fn a_second_copy_of_an_event_is_dropped_also_after_a_restart() {
     let mut again = handler(mem.clone(), resolver.clone());
     let mut replay = batch.clone();
     replay.push(record_of(&resolver, &delivered(0, T0), 109).await);
-    again.process(replay).await.unwrap();
+    again.process(&replay).await.unwrap();
     again.close().await.unwrap();
     assert_eq!(again.stats().skipped.load(Ordering::Relaxed), 8);
     assert_eq!(again.stats().duplicates.load(Ordering::Relaxed), 2);

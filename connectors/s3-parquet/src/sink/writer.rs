@@ -543,13 +543,13 @@ impl Handler for SinkHandler {
         Ok(())
     }
 
-    async fn process(&mut self, batch: Vec<Record>) -> Result<Durable, RuntimeError> {
+    async fn process(&mut self, batch: &[Record]) -> Result<Durable, RuntimeError> {
         self.now = Instant::now();
         self.stats
             .records_in
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         self.upload_sealed().await.map_err(|e| self.err(e))?;
-        for r in &batch {
+        for r in batch {
             self.process_record(r).await.map_err(|e| self.err(e))?;
         }
         self.upload_sealed().await.map_err(|e| self.err(e))?;

@@ -48,7 +48,9 @@ pub struct AggregateSettings {
     /// then written once per interval instead of once per batch. Counted
     /// from when the first part's batch started; `0s` commits each part as
     /// soon as the lane is free. Results reach Postgres at most this much
-    /// later; a crash costs only uncommitted batches, read again.
+    /// later; a crash costs only uncommitted batches, read again. A
+    /// bounded run (replay, bench) commits once it has read its last
+    /// record, without waiting out the interval.
     #[serde(default = "default_commit_interval")]
     pub commit_interval: String,
 }

@@ -10,7 +10,8 @@
 //! them into one transaction (group commit: merged deltas, all positions,
 //! one changelog row per partition — fewer upserted rows per event), and
 //! waits for more until the commit interval since the first part's batch
-//! started is over (at most [`MERGE`] parts); per
+//! started is over (at most [`MERGE`] parts; a bounded run's last part
+//! ends the wait at once, see [`Batch::flush`]); per
 //! partition, transactions still run in batch order. Lanes do not wait for
 //! each other, and a lane's queue holds at most [`QUEUE`] parts. A failed
 //! transaction is retried with the SAME staged parts until it commits; an
@@ -52,6 +53,9 @@ pub struct Batch {
     pub started: Instant,
     /// The processor's epoch when staged (it moves on after a reload).
     pub epoch: u64,
+    /// A bounded run has read everything it was to read with this part:
+    /// its lane commits what it gathered without waiting out the interval.
+    pub flush: bool,
 }
 
 /// What became of a part.
@@ -201,7 +205,7 @@ async fn lane(
         // interval (counted from the first batch's start) is over.
         let deadline = tokio::time::Instant::from_std(first.started) + target.commit_interval;
         let mut group = vec![first];
-        while group.len() < target.merge.max(1) {
+        while group.len() < target.merge.max(1) && !group.iter().any(|b| b.flush) {
             match tokio::time::timeout_at(deadline, parts.recv()).await {
                 Ok(Some(b)) if b.epoch == group[0].epoch => group.push(b),
                 Ok(Some(b)) => {

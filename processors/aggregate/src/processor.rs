@@ -265,6 +265,9 @@ impl Handler for Processor {
         // one can never commit, the processor stops, and if it is fenced
         // its partitions are loaded again (see `pipeline`).
         self.core.apply(&mut staged);
+        let flush = self
+            .stop
+            .all_staged(|p| self.core.partition(p).map(|s| s.next_offset));
         // Each lane's part waits only for room in that lane's queue.
         for (lane, part) in staged.split(self.lanes.len()).into_iter().enumerate() {
             if part.parts.is_empty() {
@@ -274,6 +277,7 @@ impl Handler for Processor {
                 staged: part,
                 started,
                 epoch: self.epoch,
+                flush,
             };
             if let Err(e) = self.lanes.submit(lane, part).await {
                 return Err(self.stopped(e));

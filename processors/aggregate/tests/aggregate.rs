@@ -134,6 +134,26 @@ async fn a_lane_gathers_batches_for_the_commit_interval_into_one_transaction() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bounded_run_commits_its_last_batch_without_waiting_out_the_interval() {
+    let mut w = world_with("agg-flush", 1).await;
+    let pings = workload(300, 5);
+    produce(&mut w, &pings).await;
+    let mut o = options(&w, 1000);
+    o.settings.commit_connections = 1;
+    o.settings.commit_interval = Duration::from_secs(10);
+    let summary = run(o, CancellationToken::new()).await.unwrap();
+    assert_eq!(billed(&w.base.database_url).await, truth(&pings));
+    // The lane would otherwise hold the run's only transaction until 10 s
+    // after its first batch started; with the flush it commits at once.
+    let busy = summary.busy_secs();
+    eprintln!("first batch to last commit: {busy:.3} s");
+    assert!(
+        busy < 5.0,
+        "the last commit waited {busy:.1} s: {summary:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_reproduces_the_live_aggregates() {
     let mut w = world("agg-replay").await;
     let pings = workload(800, 2);

@@ -125,6 +125,21 @@ impl StopAt {
         *e = (*e).max(next);
     }
 
+    /// Whether every target is reached by the next offset `staged` gives
+    /// for its partition (read but not yet committed) or by a committed
+    /// one: nothing of a bounded run remains to be read, so its last
+    /// commit need not wait for more. `false` for a run without targets.
+    pub fn all_staged(&self, staged: impl Fn(&PartitionKey) -> Option<i64>) -> bool {
+        let Some(targets) = &self.targets else {
+            return false;
+        };
+        targets.iter().all(|(p, end)| {
+            *end <= 0
+                || self.reached.get(p).is_some_and(|n| n >= end)
+                || staged(p).is_some_and(|n| n >= *end)
+        })
+    }
+
     /// Cancels the run's token if every target is reached.
     pub fn check(&self) {
         let Some(targets) = &self.targets else {
@@ -243,6 +258,26 @@ mod tests {
         let never = CancellationToken::new();
         StopAt::new(None, never.clone()).check();
         assert!(!never.is_cancelled());
+    }
+
+    #[test]
+    fn everything_is_staged_once_read_or_committed_up_to_every_target() {
+        let (a, b, c) = (
+            PartitionKey::new("t", 0),
+            PartitionKey::new("t", 1),
+            PartitionKey::new("t", 2),
+        );
+        let targets = HashMap::from([(a.clone(), 10), (b.clone(), 5), (c.clone(), 0)]);
+        let mut stop = StopAt::new(Some(targets), CancellationToken::new());
+        let read = |at: i64| move |p: &PartitionKey| (p.partition == 0).then_some(at);
+        assert!(!stop.all_staged(read(10)), "nothing of t/1 read yet");
+        stop.committed(&b, 5);
+        assert!(!stop.all_staged(read(9)), "t/0 read up to 9 of 10");
+        assert!(
+            stop.all_staged(read(10)),
+            "t/0 read, t/1 committed, t/2 empty"
+        );
+        assert!(!StopAt::new(None, CancellationToken::new()).all_staged(|_| Some(i64::MAX)));
     }
 
     #[test]

@@ -45,8 +45,11 @@ async fn statistics_are_refreshed_and_a_locked_table_only_delays_by_the_lock_wai
         matches!(refreshed, Ok(Ok(()))),
         "planning must go on without fresh statistics: {refreshed:?}"
     );
+    // Postgres times `lock_timeout` with its own clock from when the wait
+    // began; a CI run saw it end 4 ms short of 2 s on this side's monotonic
+    // clock. Without the lock, ANALYZE returns in milliseconds.
     assert!(
-        waited >= ANALYZE_LOCK_WAIT,
+        waited >= ANALYZE_LOCK_WAIT * 9 / 10,
         "returned after {waited:?}, before the lock wait ran out: did it wait for the lock at all?"
     );
     holder.batch_execute("ROLLBACK").await.unwrap();

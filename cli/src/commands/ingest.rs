@@ -30,7 +30,10 @@ pub async fn run(path: &Path, command: Option<IngestCommand>) -> Result<(), Inge
             Ok(())
         }
         Some(IngestCommand::Bench(args)) => {
-            let services = bench::Services::of(path);
+            let services = bench::Services::of(path).map_err(|message| IngestError::Config {
+                field: "--topology".into(),
+                message,
+            })?;
             bench::ingest::run(&services.brokers, &services.kafka, &args)
                 .await
                 .map(|_| ())

@@ -524,9 +524,8 @@ async fn run<H: Handler>(
     shutdown: CancellationToken,
 ) -> Result<(), RuntimeError> {
     let (tx, rx) = mpsc::channel();
-    let mut cfg = super::client_config(&settings.brokers, &BTreeMap::new());
-    cfg.set("group.id", &settings.group_id)
-        .set("enable.auto.commit", "false")
+    let mut cfg = super::consumer_config(&settings.brokers, &settings.group_id);
+    cfg.set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")

@@ -252,9 +252,8 @@ impl Tail {
                 message: format!("metadata task panicked: {e}"),
                 retryable: true,
             })??;
-        let mut cfg = super::client_config(brokers, &BTreeMap::new());
-        cfg.set("group.id", "pushflow-tail-unused")
-            .set("enable.auto.commit", "false")
+        let mut cfg = super::consumer_config(brokers, "pushflow-tail-unused");
+        cfg.set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")

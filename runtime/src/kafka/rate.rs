@@ -4,26 +4,25 @@
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::Message;
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::RuntimeError;
 
 /// Reads `expected` records of `topic` from the beginning with a fresh
-/// group and returns (records, bytes, seconds). Gives up after `limit`.
+/// group and pushflow's consumer fetch pacing (the same as every
+/// component's, [`super::FETCH_QUEUE_BACKOFF_MS`]) and returns (records, bytes, seconds). Gives up after `limit`.
 pub fn raw_consume(
     brokers: &str,
     topic: &str,
     expected: u64,
     limit: Duration,
 ) -> Result<(u64, u64, f64), RuntimeError> {
-    let mut cfg = super::client_config(brokers, &BTreeMap::new());
-    cfg.set(
-        "group.id",
-        format!("pushflow-bench-raw-{}", std::process::id()),
-    )
-    .set("enable.auto.commit", "false")
-    .set("auto.offset.reset", "earliest");
+    let mut cfg = super::consumer_config(
+        brokers,
+        &format!("pushflow-bench-raw-{}", std::process::id()),
+    );
+    cfg.set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest");
     let consumer: BaseConsumer = cfg.create()?;
     consumer.subscribe(&[topic])?;
     let started = Instant::now();

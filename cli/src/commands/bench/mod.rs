@@ -113,9 +113,10 @@ pub fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
     pb
 }
 
-/// What a benchmark runs against: the services of the topology when it
-/// loads, else `PUSHFLOW_BROKERS` / `PUSHFLOW_DATABASE_URL` and the local
-/// defaults (no librdkafka pass-through).
+/// What a benchmark runs against: the services of the topology at the
+/// given path, or, when there is no file there, `PUSHFLOW_BROKERS` /
+/// `PUSHFLOW_DATABASE_URL` and the local defaults (no librdkafka
+/// pass-through).
 pub struct Services {
     /// Kafka bootstrap servers.
     pub brokers: String,
@@ -126,44 +127,47 @@ pub struct Services {
 }
 
 impl Services {
-    /// The services for the topology at `path`.
-    pub fn of(path: &Path) -> Services {
-        match Topology::load(path) {
-            Ok(t) => Services {
+    /// The services for the topology at `path`. A file that is there but
+    /// does not load is an error, not a silent fallback: a bench run with
+    /// a tuned `kafka:` map must not measure the defaults instead.
+    pub fn of(path: &Path) -> Result<Services, String> {
+        if path.exists() {
+            let t = Topology::load(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            return Ok(Services {
                 brokers: t.services.brokers,
                 kafka: t.kafka,
                 database_url: t.services.database_url,
-            },
-            Err(_) => Services {
-                brokers: std::env::var("PUSHFLOW_BROKERS")
-                    .unwrap_or_else(|_| "127.0.0.1:9092".into()),
-                kafka: BTreeMap::new(),
-                database_url: std::env::var("PUSHFLOW_DATABASE_URL")
-                    .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/pushflow".into()),
-            },
+            });
         }
+        Ok(Services {
+            brokers: std::env::var("PUSHFLOW_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into()),
+            kafka: BTreeMap::new(),
+            database_url: std::env::var("PUSHFLOW_DATABASE_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/pushflow".into()),
+        })
     }
 }
 
 /// Runs `pushflow bench …` with the topology at `path`, printing the
 /// figures.
 pub async fn run(path: &Path, cmd: BenchCommand) -> Result<(), Failure> {
+    let services = || Services::of(path).map_err(Failure::Config);
     match cmd {
         BenchCommand::Aggregate(args) => {
-            let s = Services::of(path);
+            let s = services()?;
             let report = aggregate::bench(&s.brokers, &s.kafka, &s.database_url, &args)
                 .await
                 .map_err(failure)?;
             print!("{report}");
             Ok(())
         }
-        BenchCommand::Sink(args) => sink::run(&Services::of(path).brokers, args.events)
+        BenchCommand::Sink(args) => sink::run(&services()?.brokers, args.events)
             .await
             .map_err(failure),
         BenchCommand::Dispatch(args) => Ok(dispatch::run(&args).await?),
-        BenchCommand::DispatchE2e(args) => Ok(dispatch_e2e::run(&Services::of(path), &args).await?),
+        BenchCommand::DispatchE2e(args) => Ok(dispatch_e2e::run(&services()?, &args).await?),
         BenchCommand::Peer(args) => {
-            let s = Services::of(path);
+            let s = services()?;
             let report = peer::bench(&s.brokers, &s.database_url, &args)
                 .await
                 .map_err(failure)?;

@@ -10,7 +10,8 @@ use crate::RuntimeError;
 
 /// Reads `expected` records of `topic` from the beginning with a fresh
 /// group and pushflow's consumer fetch pacing (the same as every
-/// component's, [`super::FETCH_QUEUE_BACKOFF_MS`]) and returns (records, bytes, seconds). Gives up after `limit`.
+/// component's, [`super::FETCH_QUEUE_BACKOFF_MS`]) and returns (records,
+/// bytes, seconds). Gives up after `limit`.
 pub fn raw_consume(
     brokers: &str,
     topic: &str,

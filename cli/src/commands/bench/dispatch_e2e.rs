@@ -160,13 +160,17 @@ struct Outcomes {
 }
 
 fn count_outcomes(s: &Services, topics: &Topics) -> Result<Outcomes, DispatchError> {
-    let consumer: StreamConsumer = pushflow_runtime::kafka::client_config(&s.brokers, &s.kafka)
-        .set("group.id", format!("bench-dsp-outcomes-{}", new_event_id()))
-        .set("enable.auto.commit", "false")
+    let mut cfg = pushflow_runtime::kafka::consumer_config(
+        &s.brokers,
+        &format!("bench-dsp-outcomes-{}", new_event_id()),
+    );
+    cfg.set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .create()
-        .map_err(err)?;
+        .set("isolation.level", "read_committed");
+    for (k, v) in &s.kafka {
+        cfg.set(k, v);
+    }
+    let consumer: StreamConsumer = cfg.create().map_err(err)?;
     consumer
         .subscribe(&[&topics.dispatched, &topics.failed])
         .map_err(err)?;

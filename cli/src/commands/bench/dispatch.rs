@@ -220,7 +220,7 @@ impl Run {
 async fn measure<F, Fut>(n: usize, concurrency: usize, label: &str, f: F) -> Run
 where
     F: Fn(usize) -> Fut,
-    Fut: std::future::Future<Output = bool>,
+    Fut: std::future::Future<Output = bool> + Send + 'static,
 {
     let bar = indicatif::ProgressBar::new(n as u64).with_message(label.to_string());
     bar.set_style(
@@ -228,12 +228,14 @@ where
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let (c0, t0) = (process_cpu_ns(), Instant::now());
+    // Each send is a task of its own, as in dispatch: polled inside one
+    // stream, every encryption would run on the one thread polling it.
     let confirmed = futures::stream::iter(0..n)
-        .map(f)
+        .map(|i| tokio::spawn(f(i)))
         .buffer_unordered(concurrency)
         .fold(0usize, |acc, ok| {
             bar.inc(1);
-            async move { acc + usize::from(ok) }
+            async move { acc + usize::from(ok.unwrap_or(false)) }
         })
         .await;
     let wall = t0.elapsed();

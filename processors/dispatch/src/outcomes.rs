@@ -39,7 +39,14 @@ pub struct OutcomeRow {
 }
 
 impl Store {
-    /// Outcomes already decided among `ids`.
+    /// Outcomes already decided among `ids`: one primary-key probe per id.
+    ///
+    /// Written as a lateral probe, not `notification_id = ANY($1)`: while
+    /// the table is young (no statistics, up to ~100 k rows) the planner
+    /// prices 500 index probes above a sequential scan of the whole table
+    /// (`random_page_cost` 4): `EXPLAIN ANALYZE` of 500 ids at 25 k rows
+    /// took 4.2 ms that way and 1.3 ms this way; over a 200 k bench
+    /// (`pg_stat_statements`) 8–11 ms a batch became 2.1–2.7 ms.
     pub async fn outcomes(
         &self,
         ids: &[String],
@@ -48,9 +55,10 @@ impl Store {
             .client()
             .await?
             .query(
-                "SELECT notification_id, campaign_id, subscriber_id, store_id, kind, retryable, status_code, error, occurred_at, published,
-                        batch_partition, batch_offset
-                 FROM dispatch.outcomes WHERE notification_id = ANY($1)",
+                "SELECT o.notification_id, o.campaign_id, o.subscriber_id, o.store_id, o.kind, o.retryable, o.status_code, o.error,
+                        o.occurred_at, o.published, o.batch_partition, o.batch_offset
+                 FROM unnest($1::text[]) AS i(id)
+                 CROSS JOIN LATERAL (SELECT * FROM dispatch.outcomes WHERE notification_id = i.id LIMIT 1) AS o",
                 &[&ids],
             )
             .await
@@ -79,7 +87,7 @@ impl Store {
 
     /// Records decided outcomes; an existing row wins.
     pub async fn record(&self, rows: &[OutcomeRow]) -> Result<(), DispatchError> {
-        let v = |f: fn(&OutcomeRow) -> String| rows.iter().map(f).collect::<Vec<String>>();
+        let v = |f: fn(&OutcomeRow) -> &str| rows.iter().map(f).collect::<Vec<&str>>();
         let retryable: Vec<bool> = rows.iter().map(|r| r.retryable).collect();
         let status: Vec<Option<i32>> = rows.iter().map(|r| r.status_code).collect();
         let at: Vec<i64> = rows.iter().map(|r| r.occurred_at).collect();
@@ -92,14 +100,14 @@ impl Store {
                  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bool[], $7::int[], $8::text[], $9::bigint[], $10::int[], $11::bigint[])
                  ON CONFLICT (notification_id) DO NOTHING",
                 &[
-                    &v(|r| r.notification_id.clone()),
-                    &v(|r| r.campaign_id.clone()),
-                    &v(|r| r.subscriber_id.clone()),
-                    &v(|r| r.store_id.clone()),
-                    &v(|r| r.kind.clone()),
+                    &v(|r| &r.notification_id),
+                    &v(|r| &r.campaign_id),
+                    &v(|r| &r.subscriber_id),
+                    &v(|r| &r.store_id),
+                    &v(|r| &r.kind),
                     &retryable,
                     &status,
-                    &v(|r| r.error.clone()),
+                    &v(|r| &r.error),
                     &at,
                     &partition,
                     &offset,

@@ -28,6 +28,7 @@ use pushflow_runtime::RuntimeError;
 use pushflow_schemas::{now_millis, CampaignCreated, FailureKind};
 use serde::Serialize;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::batch::DispatchBatch;
@@ -39,7 +40,7 @@ use crate::throttle::Slots;
 use crate::DispatchError;
 use pushflow_runtime::kafka::Producer;
 
-/// Outcomes written per chunk (or after [`CHUNK_WAIT`]).
+/// Outcomes written per chunk, or [`CHUNK_WAIT`] after a chunk's first row.
 const CHUNK: usize = 128;
 const CHUNK_WAIT: Duration = Duration::from_millis(50);
 
@@ -153,7 +154,7 @@ pub fn topic_of(campaign_id: &str) -> String {
 /// Sends one push in a task of its own; its outcome row goes to `tx`.
 fn send_one(
     sender: Sender,
-    c: CampaignCreated,
+    c: Arc<CampaignCreated>,
     push: Push,
     sub: String,
     nid: String,
@@ -194,6 +195,7 @@ impl BatchHandler {
         c: &CampaignCreated,
         sub: &Subscription,
         nid: &str,
+        topic: &str,
     ) -> Result<Push, DispatchError> {
         let s = &self.shared;
         let issued = now_millis() / 1000;
@@ -224,7 +226,7 @@ impl BatchHandler {
                 .map_err(|e| DispatchError::Crypto(e.to_string()))?,
             ttl: c.ttl_seconds,
             urgency: c.urgency.header_value(),
-            topic: Some(topic_of(&c.campaign_id)),
+            topic: Some(topic.to_string()),
         })
     }
 
@@ -235,12 +237,17 @@ impl BatchHandler {
         let s = &self.shared;
         s.store.record(rows).await?;
         s.publish(&self.txn, rows).await?;
+        // Counted per kind, not per row (a counter look-up by labels each).
+        let mut kinds: HashMap<&str, u64> = HashMap::new();
         for r in rows.iter() {
-            metrics::counter!("pushflow_dispatch_notifications_total", "outcome" => r.kind.clone())
-                .increment(1);
-            if r.kind != "dispatched" {
+            *kinds.entry(r.kind.as_str()).or_default() += 1;
+        }
+        for (kind, n) in kinds {
+            metrics::counter!("pushflow_dispatch_notifications_total", "outcome" => kind.to_string())
+                .increment(n);
+            if kind != "dispatched" {
                 metrics::counter!("pushflow_records_failed_total", "component" => s.name.clone())
-                    .increment(1);
+                    .increment(n);
             }
         }
         rows.clear();
@@ -253,7 +260,7 @@ impl BatchHandler {
         &self,
         sends: Vec<(Push, String, String)>,
         slots: Slots,
-        c: &CampaignCreated,
+        c: &Arc<CampaignCreated>,
         at: BatchAt,
         tx: tokio::sync::mpsc::Sender<OutcomeRow>,
         batch: &str,
@@ -372,6 +379,8 @@ impl BatchHandler {
         }
         let ids: Vec<String> = todo.iter().map(|p| p.0.clone()).collect();
         let subs = s.store.subscriptions(&b.store_id, &ids).await?;
+        let c = Arc::new(c);
+        let topic = topic_of(&c.campaign_id);
         let (tx, mut rx) = tokio::sync::mpsc::channel::<OutcomeRow>(CHUNK * 2);
         let mut rows = Vec::new();
         let mut sends = Vec::with_capacity(todo.len());
@@ -396,7 +405,7 @@ impl BatchHandler {
                 continue;
             }
             sends.push((
-                self.push_for(&c, &subs[sub], nid)?,
+                self.push_for(&c, &subs[sub], nid, &topic)?,
                 sub.clone(),
                 nid.clone(),
             ));
@@ -420,16 +429,31 @@ impl BatchHandler {
         drop(tx);
         let n = todo.len();
         let started = std::time::Instant::now();
+        // One timer for the batch, armed by a chunk's first row (not one
+        // per row received): a chunk is written when full or CHUNK_WAIT
+        // after its first row.
+        let wait = tokio::time::sleep(CHUNK_WAIT);
+        tokio::pin!(wait);
+        let mut armed = !rows.is_empty();
         loop {
-            match tokio::time::timeout(CHUNK_WAIT, rx.recv()).await {
-                Ok(Some(r)) => {
-                    rows.push(r);
-                    if rows.len() >= CHUNK {
-                        self.flush(&mut rows).await?;
+            tokio::select! {
+                r = rx.recv() => match r {
+                    Some(r) => {
+                        rows.push(r);
+                        if rows.len() >= CHUNK {
+                            self.flush(&mut rows).await?;
+                            armed = false;
+                        } else if !armed {
+                            wait.as_mut().reset(tokio::time::Instant::now() + CHUNK_WAIT);
+                            armed = true;
+                        }
                     }
+                    None => break,
+                },
+                () = &mut wait, if armed => {
+                    self.flush(&mut rows).await?;
+                    armed = false;
                 }
-                Ok(None) => break,
-                Err(_) => self.flush(&mut rows).await?,
             }
         }
         self.flush(&mut rows).await?;

@@ -7,6 +7,7 @@
 
 use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD as B64};
 use base64::Engine;
+use bytes::Bytes;
 use pushflow_schemas::FailureKind;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -129,9 +130,11 @@ impl Sender {
     }
 
     fn origin(&self, origin: &str) -> Arc<OriginState> {
-        self.origins
-            .lock()
-            .unwrap()
+        let mut origins = self.origins.lock().unwrap();
+        if let Some(state) = origins.get(origin) {
+            return state.clone();
+        }
+        origins
             .entry(origin.to_string())
             .or_insert_with(|| {
                 Arc::new(OriginState {
@@ -173,7 +176,7 @@ impl Sender {
 
     /// Sends an already encrypted body (also used by the benchmark's
     /// baseline), retrying as the policy says.
-    pub async fn deliver(&self, url: &reqwest::Url, body: Arc<[u8]>, push: &Push) -> Outcome {
+    pub async fn deliver(&self, url: &reqwest::Url, body: Bytes, push: &Push) -> Outcome {
         let origin = origin_of(url);
         let state = self.origin(&origin);
         let cfg = &self.config;
@@ -198,14 +201,14 @@ impl Sender {
                     .client
                     .post(url.clone())
                     .header("authorization", &*auth)
-                    .header("ttl", push.ttl.max(0).to_string())
+                    .header("ttl", push.ttl.max(0))
                     .header("urgency", push.urgency)
                     .header("content-encoding", "aes128gcm")
                     .header("content-type", "application/octet-stream");
                 if let Some(t) = &push.topic {
                     req = req.header("topic", t);
                 }
-                req.body(reqwest::Body::from(body.to_vec())).send().await
+                req.body(body.clone()).send().await
             };
             let retry_after = match result {
                 Ok(resp) => {
@@ -276,7 +279,7 @@ impl Sender {
     }
 }
 
-fn bytes_body(b: Vec<u8>) -> Arc<[u8]> {
+fn bytes_body(b: Vec<u8>) -> Bytes {
     b.into()
 }
 

@@ -225,7 +225,7 @@ impl Dispatch {
             &shared.batch_group,
             vec![self.topics.batches.clone()],
         )
-        .with(&self.kafka, self.settings.raw.parallel_batches);
+        .with(&self.kafka, self.settings.records_per_transaction());
         batch_settings
             .passthrough
             .insert("max.poll.interval.ms".into(), "900000".into());

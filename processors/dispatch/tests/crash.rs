@@ -29,6 +29,8 @@ async fn crash_child_runs_dispatch() {
     let s = |k: &str| cfg[k].as_str().unwrap().to_string();
     let mut settings = Env::settings();
     settings.concurrency_per_origin = 16;
+    // The parent's bound on repeated sends is parallel_batches × batch_size.
+    settings.parallel_batches = 4;
     let d = Dispatch {
         name: "dispatch".into(),
         settings: settings.check().unwrap(),
@@ -169,7 +171,7 @@ async fn survives_kill_9_mid_campaign() {
     );
 
     // Nobody got the notification twice, except sends in flight at the kill
-    // (at most parallel_batches × batch_size of them).
+    // (at most parallel_batches × batch_size = 4 × 100 of them).
     let counts = sim.state.received_counts();
     let twice = counts.values().filter(|n| **n > 1).count();
     assert!(subs

@@ -46,8 +46,12 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 500)]
     pub batch_size: usize,
     /// Batch records sent at once (dispatch's `parallel_batches`).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 8)]
     pub parallel_batches: usize,
+    /// Batch records per Kafka transaction (dispatch's
+    /// `batches_per_transaction`).
+    #[arg(long, default_value_t = 16)]
+    pub batches_per_transaction: usize,
     /// Requests in flight to push-sim (dispatch's `concurrency_per_origin`).
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
@@ -385,6 +389,7 @@ async fn with_registry(
     let mut settings = DispatchSettings::with_subject("mailto:bench@pushflow.invalid");
     settings.batch_size = args.batch_size;
     settings.parallel_batches = args.parallel_batches;
+    settings.batches_per_transaction = args.batches_per_transaction;
     settings.concurrency_per_origin = args.concurrency;
     let settings = settings.check().map_err(|e| err(e.to_string()))?;
     let dispatch = Dispatch {
@@ -479,7 +484,7 @@ async fn with_registry(
 
     let rate = n as f64 / wall;
     let mut out = format!(
-        "\n## pushflow bench dispatch-e2e ({n} notifications, batch_size {}, parallel_batches {}, {} in flight, {} partitions)\n\n\
+        "\n## pushflow bench dispatch-e2e ({n} notifications, batch_size {}, parallel_batches {}, batches_per_transaction {}, {} in flight, {} partitions)\n\n\
          subscribe (produce + dispatch's view):   {subscribe_secs:.1} s = {:.0} subscribers/s\n\
          launch → last outcome event (read_committed): {wall:.2} s = {rate:.0} notifications/s \
          (first outcome after {:.2} s; {records} outcome records for {seen} notifications)\n\
@@ -489,6 +494,7 @@ async fn with_registry(
          | process | CPU s | cores | µs per notification |\n| --- | ---: | ---: | ---: |\n",
         args.batch_size,
         args.parallel_batches,
+        args.batches_per_transaction,
         args.concurrency,
         args.partitions,
         n as f64 / subscribe_secs,

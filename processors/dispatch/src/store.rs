@@ -144,6 +144,37 @@ DROP INDEX IF EXISTS dispatch.outcomes_campaign;
 DROP INDEX IF EXISTS dispatch.outcomes_store_campaign;
 "#;
 
+/// A store's active subscribers being read ([`Store::audience`]); holds
+/// its connection until dropped.
+pub struct Audience {
+    _client: deadpool_postgres::Object,
+    rows: std::pin::Pin<Box<tokio_postgres::RowStream>>,
+    /// The stream has ended (polled again, it would report a closed
+    /// connection).
+    done: bool,
+}
+
+impl Audience {
+    /// The next up to `size` subscriber ids (empty at the end).
+    pub async fn page(&mut self, size: usize) -> Result<Vec<String>, DispatchError> {
+        use futures::TryStreamExt;
+        let mut ids = Vec::with_capacity(size);
+        while !self.done && ids.len() < size {
+            match self
+                .rows
+                .as_mut()
+                .try_next()
+                .await
+                .map_err(pg("read the audience"))?
+            {
+                Some(r) => ids.push(r.get(0)),
+                None => self.done = true,
+            }
+        }
+        Ok(ids)
+    }
+}
+
 /// How long [`Store::analyze_audience`] waits for its table lock.
 pub const ANALYZE_LOCK_WAIT: Duration = Duration::from_secs(2);
 
@@ -436,67 +467,69 @@ impl Store {
         Ok(())
     }
 
-    /// Refreshes the planner's statistics of `dispatch.subscriptions`
-    /// before a launch is planned. A store that was just imported (or a
-    /// table no autovacuum has analysed yet) otherwise looks tiny to the
-    /// planner, which then sorts the store's whole audience for every
-    /// keyset page and scans it for every batch's look-up: quadratic in the
-    /// audience (measured at 50 k subscribers: 31 ms per 500-subscriber
-    /// page and 33 ms per 500-subscriber look-up, against 1.3 and 4.8 ms
-    /// after ANALYZE).
-    /// ANALYZE samples a bounded number of rows, so this costs the same for
-    /// any audience size, once per launch. It waits at most
-    /// [`ANALYZE_LOCK_WAIT`] for its table lock (an anti-wraparound vacuum
-    /// holding the table, another instance analysing it): the statistics
-    /// only speed the plan up, so a launch is then planned with the ones
-    /// there are, with a warning.
+    /// Vacuums and analyses `dispatch.subscriptions` before a launch is
+    /// planned. A store that was just imported (or a table no autovacuum
+    /// has analysed yet) otherwise looks tiny to the planner, which then
+    /// sorts the store's whole audience for every keyset page and scans it
+    /// for every batch's look-up: quadratic in the audience (measured at
+    /// 50 k subscribers: 31 ms per 500-subscriber page and 33 ms per
+    /// 500-subscriber look-up, against 1.3 and 4.8 ms after ANALYZE). The
+    /// vacuum sets the visibility map of rows no vacuum has seen yet, so
+    /// reading the audience is an index-only scan in fact: at 1 M freshly
+    /// imported subscribers it took 2.4 s with a heap fetch per row, and
+    /// 0.14 s after a `VACUUM (ANALYZE)` of 0.4 s (ANALYZE alone: 0.35 s).
+    /// Pages already all-visible are skipped, so later launches pay only
+    /// for what changed since. It waits at most [`ANALYZE_LOCK_WAIT`] for
+    /// its table lock (an anti-wraparound vacuum holding the table, another
+    /// instance vacuuming it): this only speeds the plan up, so a launch is
+    /// then planned with the statistics there are, with a warning.
     pub async fn analyze_audience(&self) -> Result<(), DispatchError> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(pg(
-            "begin refreshing the statistics of dispatch.subscriptions",
-        ))?;
-        let analysed = tx
-            .batch_execute(&format!(
-                "SET LOCAL lock_timeout = '{}ms'; ANALYZE dispatch.subscriptions",
-                ANALYZE_LOCK_WAIT.as_millis()
-            ))
+        let what = "vacuum and analyse dispatch.subscriptions";
+        let c = self.client().await?;
+        // VACUUM cannot run in a transaction block, so the lock wait is
+        // set for the session and reset before the connection goes back.
+        c.batch_execute(&format!(
+            "SET lock_timeout = '{}ms'",
+            ANALYZE_LOCK_WAIT.as_millis()
+        ))
+        .await
+        .map_err(pg(what))?;
+        let vacuumed = c
+            .batch_execute("VACUUM (ANALYZE) dispatch.subscriptions")
+            .await;
+        c.batch_execute("RESET lock_timeout")
             .await
-            .map_err(pg("refresh the statistics of dispatch.subscriptions"));
-        match analysed {
-            Ok(()) => {
-                tx.commit()
-                    .await
-                    .map_err(pg("refresh the statistics of dispatch.subscriptions"))?;
-                Ok(())
-            }
+            .map_err(pg(what))?;
+        match vacuumed {
+            Ok(()) => Ok(()),
             Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
                 tracing::warn!(error = %e, wait_ms = ANALYZE_LOCK_WAIT.as_millis() as u64,
-                    "dispatch.subscriptions is locked by a vacuum or another ANALYZE; planning with the statistics there are");
+                    "dispatch.subscriptions is locked by a vacuum or another instance; planning with the statistics there are");
                 Ok(())
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(pg(what)(e).into()),
         }
     }
 
-    /// Up to `limit` active subscribers of `store` after `after` (keyset).
-    pub async fn audience_page(
-        &self,
-        store: &str,
-        after: &str,
-        limit: i64,
-    ) -> Result<Vec<String>, DispatchError> {
-        let rows = self
-            .client()
-            .await?
-            .query(
+    /// The active subscribers of `store` in id order, read by one
+    /// streamed query rather than a keyset page per round trip (at 1 M
+    /// subscribers 2,000 pages cost ≈ 2 s; the one scan ≈ 0.15 s).
+    pub async fn audience(&self, store: &str) -> Result<Audience, DispatchError> {
+        let client = self.client().await?;
+        let rows = client
+            .query_raw(
                 "SELECT subscriber_id FROM dispatch.subscriptions
-                 WHERE store_id = $1 AND NOT expired AND subscriber_id > $2
-                 ORDER BY subscriber_id LIMIT $3",
-                &[&store, &after, &limit],
+                 WHERE store_id = $1 AND NOT expired
+                 ORDER BY subscriber_id",
+                [store],
             )
             .await
-            .map_err(pg("read an audience page"))?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+            .map_err(pg("read the audience"))?;
+        Ok(Audience {
+            _client: client,
+            rows: Box::pin(rows),
+            done: false,
+        })
     }
 
     /// Active subscribers of `store` (tests and tools).

@@ -4,10 +4,11 @@
 //!
 //! A launch is planned once its content is known: if `campaign.launched`
 //! comes first, it waits in `dispatch.launches` until `campaign.created`
-//! arrives. Planning first refreshes Postgres' statistics of the
-//! subscriptions ([`crate::store::Store::analyze_audience`]: a freshly
-//! imported audience must not look tiny to the planner), then pages the
-//! store's active subscribers by keyset and writes
+//! arrives. Planning first vacuums and analyses the subscriptions
+//! ([`crate::store::Store::analyze_audience`]: a freshly imported audience
+//! must not look tiny to the planner, and its scan must be index-only),
+//! then reads the store's active subscribers in id order (one streamed
+//! query) and writes
 //! `<campaign_id>:<batch_no>` records into the view loop's Kafka
 //! transaction, which commits them with the view's consumed offsets
 //! ([`pushflow_runtime::kafka::run_consumer_transactional`]); the launch is
@@ -55,20 +56,18 @@ impl ViewHandler {
     ) -> Result<i32, DispatchError> {
         let s = &self.shared;
         let size = s.cfg.raw.batch_size;
-        let mut after = String::new();
         let mut batch_no = 0i32;
         let mut audience = 0i64;
         let started = pushflow_schemas::now_millis();
         s.store.analyze_audience().await?;
+        let mut subscribers = s.store.audience(&campaign.store_id).await?;
         loop {
             let mut pending = Vec::new();
             for _ in 0..32 {
-                let ids = s
-                    .store
-                    .audience_page(&campaign.store_id, &after, size as i64)
-                    .await?;
-                let Some(last) = ids.last() else { break };
-                after = last.clone();
+                let ids = subscribers.page(size).await?;
+                if ids.is_empty() {
+                    break;
+                }
                 audience += ids.len() as i64;
                 // The store is part of the key: campaign ids are unique
                 // per store only.

@@ -1,20 +1,22 @@
-//! Before a launch is planned, dispatch refreshes Postgres' statistics of
-//! its subscriptions (a freshly imported audience must not look tiny to the
-//! planner), but a table lock held elsewhere — a vacuum, another instance
+//! Before a launch is planned, dispatch vacuums and analyses its
+//! subscriptions (a freshly imported audience must not look tiny to the
+//! planner, and its pages must be index-only scans), but a table lock held elsewhere — a vacuum, another instance
 //! analysing — never holds a launch up for longer than
 //! `ANALYZE_LOCK_WAIT`: it is then planned with the statistics there are.
 
 use pushflow_dispatch::store::{Store, ANALYZE_LOCK_WAIT};
 use std::time::{Duration, Instant};
 
-async fn manual_analyses(c: &tokio_postgres::Client) -> i64 {
-    c.query_one(
-        "SELECT analyze_count FROM pg_stat_user_tables WHERE schemaname = 'dispatch' AND relname = 'subscriptions'",
-        &[],
-    )
-    .await
-    .unwrap()
-    .get(0)
+/// Manual analyses and vacuums of `dispatch.subscriptions`.
+async fn manual_analyses(c: &tokio_postgres::Client) -> (i64, i64) {
+    let r = c
+        .query_one(
+            "SELECT analyze_count, vacuum_count FROM pg_stat_user_tables WHERE schemaname = 'dispatch' AND relname = 'subscriptions'",
+            &[],
+        )
+        .await
+        .unwrap();
+    (r.get(0), r.get(1))
 }
 
 #[tokio::test]
@@ -27,8 +29,15 @@ async fn statistics_are_refreshed_and_a_locked_table_only_delays_by_the_lock_wai
     store.analyze_audience().await.unwrap();
     // The statistics collector reports with a short delay.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while manual_analyses(&watcher).await <= before {
-        assert!(Instant::now() < deadline, "ANALYZE did not run");
+    loop {
+        let now = manual_analyses(&watcher).await;
+        if now.0 > before.0 && now.1 > before.1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "VACUUM (ANALYZE) did not run: {now:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -53,4 +62,61 @@ async fn statistics_are_refreshed_and_a_locked_table_only_delays_by_the_lock_wai
         "returned after {waited:?}, before the lock wait ran out: did it wait for the lock at all?"
     );
     holder.batch_execute("ROLLBACK").await.unwrap();
+}
+
+/// The audience is read in id order, the store's active subscribers only,
+/// across pages, and the connection serves other statements afterwards.
+#[tokio::test]
+async fn the_audience_is_the_stores_active_subscribers_in_id_order() {
+    use pushflow_schemas::{SubscriptionCreated, SubscriptionExpired};
+    let (_, url) = pushflow_testkit::fresh_database("dispatch_audience");
+    let store = Store::connect(&url).await.unwrap();
+    let sub = |s: &str, i: usize| SubscriptionCreated {
+        event_id: format!("e-{s}-{i}"),
+        occurred_at: 0,
+        store_id: s.into(),
+        subscriber_id: format!("sub-{i:04}"),
+        endpoint: format!("https://push.example/{i}"),
+        p256dh: "k".into(),
+        auth: "a".into(),
+    };
+    let subs: Vec<_> = (0..1050)
+        .rev()
+        .map(|i| sub("a", i))
+        .chain((0..7).map(|i| sub("b", i)))
+        .collect();
+    store.add_subscriptions(&subs).await.unwrap();
+    let expired: Vec<_> = (0..1050)
+        .step_by(10)
+        .map(|i| SubscriptionExpired {
+            event_id: format!("x-{i}"),
+            occurred_at: 0,
+            store_id: "a".into(),
+            subscriber_id: format!("sub-{i:04}"),
+            reason: "gone".into(),
+        })
+        .collect();
+    store.expire_subscriptions(&expired).await.unwrap();
+    store.analyze_audience().await.unwrap();
+
+    let mut audience = store.audience("a").await.unwrap();
+    let mut pages = Vec::new();
+    loop {
+        let page = audience.page(400).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        pages.push(page);
+    }
+    drop(audience);
+    let want: Vec<String> = (0..1050)
+        .filter(|i| i % 10 != 0)
+        .map(|i| format!("sub-{i:04}"))
+        .collect();
+    assert_eq!(
+        pages.iter().map(Vec::len).collect::<Vec<_>>(),
+        vec![400, 400, 145]
+    );
+    assert_eq!(pages.concat(), want);
+    assert_eq!(store.active_count("a").await.unwrap(), 945);
 }

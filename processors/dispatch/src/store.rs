@@ -232,9 +232,9 @@ impl Store {
         Ok(Store { pool, config })
     }
 
-    /// A connection of its own, outside the pool, for a session-level
-    /// advisory lock (a pooled connection would keep the lock after its
-    /// user is gone).
+    /// A connection of its own, outside the pool, for session-level state
+    /// such as an advisory lock or a `lock_timeout` (a pooled connection
+    /// would keep it after its user is gone).
     pub async fn dedicated(&self) -> Result<tokio_postgres::Client, DispatchError> {
         let (client, conn) = self
             .config
@@ -485,22 +485,20 @@ impl Store {
     /// then planned with the statistics there are, with a warning.
     pub async fn analyze_audience(&self) -> Result<(), DispatchError> {
         let what = "vacuum and analyse dispatch.subscriptions";
-        let c = self.client().await?;
-        // VACUUM cannot run in a transaction block, so the lock wait is
-        // set for the session and reset before the connection goes back.
+        // VACUUM cannot run in a transaction block, so the lock wait is set
+        // for the session: of a connection of its own, closed after, so no
+        // pooled connection keeps it (not even if this is cancelled).
+        let c = self.dedicated().await?;
         c.batch_execute(&format!(
             "SET lock_timeout = '{}ms'",
             ANALYZE_LOCK_WAIT.as_millis()
         ))
         .await
         .map_err(pg(what))?;
-        let vacuumed = c
+        match c
             .batch_execute("VACUUM (ANALYZE) dispatch.subscriptions")
-            .await;
-        c.batch_execute("RESET lock_timeout")
             .await
-            .map_err(pg(what))?;
-        match vacuumed {
+        {
             Ok(()) => Ok(()),
             Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
                 tracing::warn!(error = %e, wait_ms = ANALYZE_LOCK_WAIT.as_millis() as u64,

@@ -48,13 +48,12 @@ pub struct DispatchSettings {
     #[serde(default = "default_parallel_batches")]
     pub parallel_batches: usize,
     /// Batch records per Kafka transaction (`parallel_batches` if that is
-    /// more):
-    /// each commit ends with a pause while the slowest batch finishes and
-    /// the commit round trips, so more records per transaction keep the
-    /// sender busier. Unlike `parallel_batches` it does not widen what a
-    /// crash can send twice (a push is recorded in Postgres within
-    /// 50 ms of its answer, and skipped on the retry), only how much is
-    /// re-read after one.
+    /// more): each commit ends with a pause while the slowest batch
+    /// finishes and the commit round-trips, so more records per
+    /// transaction keep the sender busier. Unlike `parallel_batches` it
+    /// does not widen what a crash can send twice (a push is recorded in
+    /// Postgres within 50 ms of its answer, and skipped on the retry),
+    /// only how much is re-read after one.
     #[serde(default = "default_batches_per_transaction")]
     pub batches_per_transaction: usize,
 }

@@ -1,8 +1,9 @@
 //! Before a launch is planned, dispatch vacuums and analyses its
 //! subscriptions (a freshly imported audience must not look tiny to the
-//! planner, and its pages must be index-only scans), but a table lock held elsewhere — a vacuum, another instance
-//! analysing — never holds a launch up for longer than
-//! `ANALYZE_LOCK_WAIT`: it is then planned with the statistics there are.
+//! planner, and its scan must be index-only), but a table lock held
+//! elsewhere — a vacuum, another instance vacuuming — never holds a launch
+//! up for longer than `ANALYZE_LOCK_WAIT`: it is then planned with the
+//! statistics there are. The audience is then read in id order.
 
 use pushflow_dispatch::store::{Store, ANALYZE_LOCK_WAIT};
 use std::time::{Duration, Instant};
@@ -41,7 +42,8 @@ async fn statistics_are_refreshed_and_a_locked_table_only_delays_by_the_lock_wai
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // Another session holds the lock ANALYZE needs (as a vacuum would).
+    // Another session holds the lock VACUUM (ANALYZE) needs (as a vacuum
+    // would).
     let holder = pushflow_runtime::postgres::connect(&url).await.unwrap();
     holder
         .batch_execute("BEGIN; LOCK TABLE dispatch.subscriptions IN SHARE UPDATE EXCLUSIVE MODE")
